@@ -1,0 +1,200 @@
+"""Presets, model specs and the grid of points a sweep measures.
+
+A point is one (model spec, workload, setting of every dimension). The swept axis takes its
+values from the preset (or `--values`); the other dimensions take the preset's fixed values (or
+their flags). Every point is validated against the model's config before anything runs, so bad
+input fails at once with one sentence.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+import models
+
+AXES = {"seqlen": "seq_len", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
+        "dmodel": "d_model"}
+WORKLOADS = ("train", "infer")
+DEFAULT_MODELS = ("sasrec", "linrec", "recgrela")
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    batch_size: int
+    seq_len: int
+    n_layers: int
+    n_heads: int
+    d_model: int
+    values: dict  # axis name -> tuple of values
+    n_items: int = 3417  # ML-1M's item ids including padding
+    warmup: int = 2
+    repeats: int = 10
+    time_limit_s: int = 900
+    description: str = ""
+
+
+PRESETS = {
+    "quick": Preset(
+        "quick", batch_size=32, seq_len=100, n_layers=2, n_heads=2, d_model=64,
+        values={"seqlen": (50, 100, 200, 400), "heads": (1, 2, 4, 8), "layers": (1, 2, 3, 4),
+                "batch": (8, 16, 32, 64), "dmodel": (32, 64, 128)},
+        warmup=1, repeats=5, time_limit_s=300,
+        description="CPU-sized (the default without a GPU): seconds per point"),
+    "paper": Preset(
+        "paper", batch_size=2048, seq_len=200, n_layers=4, n_heads=4, d_model=64,
+        values={"seqlen": (100, 125, 150, 175, 200), "heads": (1, 2, 4, 8, 16),
+                "layers": (1, 2, 3, 4, 5, 6), "batch": (256, 512, 1024, 2048),
+                "dmodel": (32, 64, 128, 256)},
+        description="RecGRELA Sec. 4.1.4 settings (B=2048, d=64, 4 layers, 4 heads); GPU-sized"),
+    "long": Preset(
+        "long", batch_size=8, seq_len=1024, n_layers=2, n_heads=2, d_model=64,
+        values={"seqlen": (256, 512, 1024, 2048, 4096, 8192), "heads": (1, 2, 4, 8),
+                "layers": (1, 2, 4), "batch": (1, 2, 4, 8, 16), "dmodel": (32, 64, 128)},
+        warmup=1, repeats=5, time_limit_s=1800,
+        description="long sequences at a small batch: where linear and quadratic cost part"),
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """`NAME[:key=value[:key=value]]`, e.g. `sasrec:attention=math`."""
+
+    name: str
+    overrides: tuple = ()  # sorted (key, value) pairs
+
+    @property
+    def variant(self) -> str:
+        return ":".join(f"{k}={_format(v)}" for k, v in self.overrides) or "default"
+
+    @property
+    def label(self) -> str:
+        return self.name if not self.overrides else f"{self.name}:{self.variant}"
+
+
+def _format(value) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    name, *pairs = text.strip().split(":")
+    models.model_class(name)  # raises with the list of valid names
+    overrides = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key or not value:
+            raise ValueError(f"bad model spec {text!r}: expected NAME[:key=value[:key=value]]")
+        overrides[key] = _parse_value(value)
+    grid_keys = {"n_items", "max_len", "d_model", "n_layers", "n_heads"}
+    if grid_keys & set(overrides):
+        raise ValueError(f"model spec {text!r} sets a grid dimension; use the sweep's flags for "
+                         f"{', '.join(sorted(grid_keys & set(overrides)))}")
+    models.make_config(name, **overrides)  # unknown keys / bad values fail here
+    return ModelSpec(name, tuple(sorted(overrides.items())))
+
+
+def parse_values(text: str) -> tuple[int, ...]:
+    values = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item.isdigit() or int(item) <= 0:
+            raise ValueError(f"--values must be positive integers separated by commas, got {item!r}")
+        values.append(int(item))
+    return tuple(values)
+
+
+@dataclass(frozen=True)
+class Point:
+    """Everything the isolated runner needs to measure one row."""
+
+    model: str
+    overrides: tuple
+    workload: str
+    axis: str
+    seq_len: int
+    batch_size: int
+    n_layers: int
+    n_heads: int
+    d_model: int
+    n_items: int
+    device: str = "cpu"
+    threads: int = 0  # 0: torch's default
+    warmup: int = 2
+    repeats: int = 10
+    seed: int = 0
+    time_limit_s: int = 900
+    mem_limit_gib: float | None = None
+    flops: bool = True  # count FLOPs (fvcore, FlopCounterMode) in the child
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec(self.model, self.overrides)
+
+    def model_config(self) -> dict:
+        return dict(n_items=self.n_items, max_len=self.seq_len, d_model=self.d_model,
+                    n_layers=self.n_layers, n_heads=self.n_heads, **dict(self.overrides))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "Point":
+        data = json.loads(text)
+        data["overrides"] = tuple(tuple(pair) for pair in data["overrides"])
+        return cls(**data)
+
+
+@dataclass
+class GridRequest:
+    axis: str  # a key of AXES
+    preset: Preset
+    specs: list
+    workloads: tuple = ("train",)
+    values: tuple | None = None
+    fixed: dict = field(default_factory=dict)  # column -> value overriding the preset
+    device: str = "cpu"
+    threads: int = 0
+    warmup: int | None = None
+    repeats: int | None = None
+    time_limit_s: int | None = None
+    mem_limit_gib: float | None = None
+    flops: bool = True
+
+
+def build_grid(request: GridRequest) -> list[Point]:
+    """All points, value-major (every model at one value before the next value)."""
+    preset, column = request.preset, AXES[request.axis]
+    values = request.values or preset.values[request.axis]
+    base = dict(seq_len=preset.seq_len, batch_size=preset.batch_size, n_layers=preset.n_layers,
+                n_heads=preset.n_heads, d_model=preset.d_model, n_items=preset.n_items)
+    base.update(request.fixed)
+    points = []
+    for value in values:
+        dims = dict(base, **{column: value})
+        for spec in request.specs:
+            for workload in request.workloads:
+                point = Point(spec.name, spec.overrides, workload, column, device=request.device,
+                              threads=request.threads,
+                              warmup=preset.warmup if request.warmup is None else request.warmup,
+                              repeats=preset.repeats if request.repeats is None else request.repeats,
+                              time_limit_s=request.time_limit_s or preset.time_limit_s,
+                              mem_limit_gib=request.mem_limit_gib, flops=request.flops, **dims)
+                try:
+                    models.make_config(point.model, **point.model_config())
+                except ValueError as err:
+                    raise ValueError(f"{spec.label} at {column}={value}: {err}") from None
+                points.append(point)
+    return points

@@ -1,0 +1,157 @@
+"""FLOP counts with one convention shared by every counter.
+
+Convention: FLOPs = 2 x multiply-adds, counting matrix-product-class ops only: linear, addmm,
+mm, bmm, matmul, einsum, convolution and scaled-dot-product attention (SDPA). Element-wise
+ops, norms, softmax, pooling/upsampling and embedding lookups are counted by none of our
+counters, so the counters agree exactly on the same forward pass. SDPA is counted in full
+(QK^T and attention x V over all Lq x Lk pairs): a causal mask does NOT halve the count.
+
+- :func:`fvcore_forward_flops`: ``fvcore.nn.FlopCountAnalysis`` (forward only, via a
+  ``torch.jit`` trace). fvcore counts 1 per MAC, so we multiply by 2. Its default table also
+  counts norms and upsampling, and ``set_op_handle(name, None)`` does NOT remove a default
+  handle (fvcore checks its handle table before its ignore list), so we clear the table and
+  register only the matrix-product handles plus one for ``aten::scaled_dot_product_attention``
+  (which fvcore lacks); norms/upsample/pooling are then marked ignored. Ops it cannot count
+  are returned in ``unsupported_ops`` for the caller to record. The trace freezes control
+  flow and loop counts to the example input: count once per input shape.
+- :func:`flopcounter_flops`: ``torch.utils.flop_counter.FlopCounterMode`` (2 per MAC,
+  counts whatever runs inside, ``.backward()`` included). Run under
+  ``sdpa_kernel(SDPBackend.MATH)``: the fused CPU SDPA kernel has no FLOP formula in torch
+  2.13 and would count 0, while the math backend decomposes into counted ``bmm``. Works on
+  the meta device too (cheap for big sweeps). ``nn.TransformerEncoder``'s eval/no-grad fast
+  path still counts 0: count in train mode or with grad enabled.
+  torch 2.13's ``convolution_backward`` formula ignores ``groups`` in its grad-weight term, so a
+  depthwise conv's backward comes out C times too large; :func:`conv_backward_flops` replaces it
+  (each of grad-input and grad-weight costs exactly the forward's multiply-adds).
+- :func:`check_nonzero`: every counter result goes through it; a silent 0 is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+__all__ = ["FvcoreCount", "check_nonzero", "conv_backward_flops", "flopcounter_flops", "fvcore_forward_flops"]
+
+# fvcore default handles that are not matrix-product-class: ignored under our convention.
+_FVCORE_NON_MATMUL_OPS: tuple[str, ...] = (
+    "aten::batch_norm",
+    "aten::group_norm",
+    "aten::layer_norm",
+    "aten::instance_norm",
+    "aten::upsample_nearest2d",
+    "aten::upsample_bilinear2d",
+    "aten::adaptive_avg_pool2d",
+    "aten::grid_sampler",
+)
+
+
+@dataclass(frozen=True)
+class FvcoreCount:
+    """fvcore forward count in FLOPs (2 x MACs) plus the ops it saw but could not count."""
+
+    flops: int
+    unsupported_ops: dict[str, int]
+
+
+def _import_fvcore() -> tuple[Any, Any]:
+    with warnings.catch_warnings():
+        # fvcore/nn/focal_loss.py calls torch.jit.script at import: DeprecationWarning on torch>=2.10.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            from fvcore.nn import FlopCountAnalysis, jit_handles
+        except ImportError as exc:
+            raise RuntimeError(
+                "fvcore is not installed; install it with `pip install fvcore>=0.1.5.post20221221`."
+            ) from exc
+    return FlopCountAnalysis, jit_handles
+
+
+def _sdpa_mac_handle(get_shape: Callable[[Any], list[int] | None]) -> Callable[[list, list], int]:
+    def sdpa_macs(inputs: list, outputs: list) -> int:
+        q, k, v = (get_shape(inputs[i]) for i in range(3))
+        if q is None or k is None or v is None or len(q) < 2:
+            raise RuntimeError(
+                "aten::scaled_dot_product_attention has q/k/v without complete shapes in the trace; "
+                "cannot count its FLOPs."
+            )
+        batch = math.prod(q[:-2])
+        lq, e = q[-2], q[-1]
+        lk, ev = k[-2], v[-1]
+        # QK^T: batch*Lq*Lk*E MACs; attn @ V: batch*Lq*Lk*Ev MACs. Full matrix, no causal halving.
+        return int(batch * lq * lk * e + batch * lq * lk * ev)
+
+    return sdpa_macs
+
+
+def fvcore_forward_flops(module: torch.nn.Module, inputs: tuple) -> FvcoreCount:
+    """Forward FLOPs (2 x MACs) of ``module(*inputs)`` counted by fvcore under our convention."""
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(f"Expected an nn.Module to trace, got {type(module).__name__}.")
+    if not isinstance(inputs, tuple) or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise ValueError(
+            "Expected inputs to be a tuple of tensors passed positionally as module(*inputs), "
+            f"got {type(inputs).__name__}"
+            + (f" containing {[type(t).__name__ for t in inputs]}." if isinstance(inputs, tuple) else ".")
+        )
+    FlopCountAnalysis, jh = _import_fvcore()
+    with torch.no_grad():
+        analysis = FlopCountAnalysis(module, inputs)
+        analysis.clear_op_handles()
+        analysis.set_op_handle(
+            **{
+                "aten::addmm": jh.addmm_flop_jit,
+                "aten::bmm": jh.bmm_flop_jit,
+                "aten::_convolution": jh.conv_flop_jit,
+                "aten::einsum": jh.einsum_flop_jit,
+                "aten::matmul": jh.matmul_flop_jit,
+                "aten::mm": jh.matmul_flop_jit,
+                "aten::linear": jh.linear_flop_jit,
+                "aten::scaled_dot_product_attention": _sdpa_mac_handle(jh.get_shape),
+            }
+        )
+        analysis.set_op_handle(**dict.fromkeys(_FVCORE_NON_MATMUL_OPS, None))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        macs = analysis.total()
+        unsupported = {str(k): int(v) for k, v in analysis.unsupported_ops().items()}
+    return FvcoreCount(flops=2 * int(macs), unsupported_ops=unsupported)
+
+
+def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation,
+                        transposed, _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Backward of a (grouped) convolution: forward FLOPs once per gradient requested."""
+    from torch.utils.flop_counter import conv_flop_count
+
+    forward = conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
+def flopcounter_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of everything ``fn()`` runs (backward included if it calls ``.backward()``)."""
+    if not callable(fn):
+        raise ValueError(f"Expected a callable taking no arguments, got {type(fn).__name__}.")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    with sdpa_kernel(SDPBackend.MATH), counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def check_nonzero(name: str, flops: int) -> int:
+    """Return ``flops`` unchanged, or raise ``RuntimeError`` if the counter reported <= 0."""
+    if flops <= 0:
+        raise RuntimeError(
+            f"{name} counted 0 FLOPs (got {flops}); the model's work is in ops this counter does "
+            "not see (e.g. a fused kernel without a FLOP formula, or only norms/element-wise ops), "
+            "so the figure would be silently wrong."
+        )
+    return flops

@@ -1,0 +1,163 @@
+"""Measure one grid point; run as `python -m bench.point POINT_JSON ROW_JSON` in its own process.
+
+Order inside the child (inputs built before any clock):
+1. build the model and the batch; count parameters; analytic FLOPs;
+2. FLOP counters: fvcore over the forward part, FlopCounterMode over the forward and over one
+   whole step (math SDPA backend so CPU attention is counted); the counted step doubles as warm-up;
+3. wall time: `warmup` untimed steps, then `repeats` timed ones (median, IQR, p20/p80);
+4. exact tracked peak memory of one step (MemTracker: parameters, gradients, optimizer state,
+   activations, temporaries, inputs); on CUDA also the allocator peak and the NVML device peak.
+Out-of-memory becomes status `oom`, any other exception `error`, each with a one-line reason;
+what was measured before the failure stays in the row.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+
+from bench import results
+from bench.grid import Point
+from bench.workload import build_workload
+
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def device_name(device: str, cuda_initialised: bool) -> str:
+    """A readable device name; never creates a CUDA context unless `cuda_initialised`."""
+    if device.startswith("cuda"):
+        if cuda_initialised:
+            return torch.cuda.get_device_name(torch.device(device))
+        try:
+            import pynvml
+            pynvml.nvmlInit()
+            index = torch.device(device).index or 0
+            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
+            pynvml.nvmlShutdown()
+            return name.decode() if isinstance(name, bytes) else name
+        except Exception:  # noqa: BLE001 - a name is best effort; the device column still says cuda
+            return "cuda (name unavailable)"
+    return results.cpu_name()
+
+
+def base_row(point: Point, cuda_initialised: bool = False) -> dict:
+    """Identity, grid and environment columns of a point's row (no measurements)."""
+    import models
+
+    model_class = models.model_class(point.model)
+    config = models.make_config(point.model, **point.model_config())
+    return {
+        "model": point.model, "variant": point.spec.variant, "workload": point.workload,
+        "axis": point.axis, "seq_len": point.seq_len, "batch_size": point.batch_size,
+        "n_layers": point.n_layers, "n_heads": point.n_heads, "d_model": point.d_model,
+        "n_items": point.n_items,
+        "causal": model_class.causal, "reconstruction": model_class.reconstruction,
+        "faithful_to": model_class.faithful_to,
+        "device": point.device.split(":")[0], "device_name": device_name(point.device, cuda_initialised),
+        "dtype": "float32", "threads": point.threads or torch.get_num_threads(),
+        "torch_version": torch.__version__, "python_version": platform.python_version(),
+        "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
+        "mem_limit_gib": point.mem_limit_gib, "time_limit_s": point.time_limit_s, "seed": point.seed,
+        "config_json": json.dumps(vars(config), sort_keys=True),
+    }
+
+
+def is_oom(err: BaseException) -> bool:
+    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in OOM_MESSAGES)
+
+
+def one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"[:300]
+
+
+def measure(point: Point, row: dict) -> None:
+    """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
+    from bench.measure.flops import check_nonzero, flopcounter_flops, fvcore_forward_flops
+    from bench.measure.memory import NvmlSampler, cuda_allocator_peak, tracked_peak
+    from bench.measure.timing import measure_time
+
+    device = torch.device(point.device)
+    w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
+                       point.seed, device)
+    row["params_total"], row["params_trainable"] = w.model.num_params()
+    fwd = w.model.forward_flops(point.batch_size, point.seq_len)
+    row["fwd_flops_analytic"] = fwd
+    row["step_flops_analytic"] = 3 * fwd if point.workload == "train" else fwd  # bwd = 2 x fwd for products
+
+    if point.flops:
+        count = fvcore_forward_flops(w.forward_module, w.inputs)
+        row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
+        row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
+
+        def forward_only():
+            with torch.no_grad():
+                return w.forward_module(*w.inputs)
+
+        row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
+        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
+
+    timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
+    row.update(time_median_ms=round(timing.median_ms, 4), time_iqr_ms=round(timing.iqr_ms, 4),
+               time_p20_ms=round(timing.p20_ms, 4), time_p80_ms=round(timing.p80_ms, 4),
+               time_min_ms=round(timing.min_ms, 4), time_repeats=timing.repeats,
+               time_warmup=timing.warmup, timer=timing.timer, threads=timing.threads)
+
+    peak = tracked_peak(w.step, *w.tracked, device=device)
+    row["tracked_peak_bytes"] = peak.total_bytes
+    row["tracked_peak_mib"] = round(peak.total_bytes / 2**20, 3)
+    row["tracked_activation_bytes"] = peak.by_category_bytes.get("Activation")
+
+    if device.type == "cuda":
+        cuda = cuda_allocator_peak(w.step, device)
+        row["cuda_peak_alloc_mib"] = round(cuda.peak_alloc_mib, 3)
+        row["cuda_peak_reserved_mib"] = round(cuda.peak_reserved_mib, 3)
+        with NvmlSampler(device.index or 0) as nvml:
+            w.step()
+            torch.cuda.synchronize(device)
+        row["nvml_status"] = nvml.status
+        row["nvml_peak_used_mib"] = None if nvml.peak_used_mib is None else round(nvml.peak_used_mib, 3)
+    else:
+        row["nvml_status"] = "not applicable: cpu"
+
+
+def run(point: Point) -> dict:
+    if point.threads:
+        torch.set_num_threads(point.threads)
+    if point.device.startswith("cuda"):
+        torch.cuda.init()
+    row = base_row(point, cuda_initialised=point.device.startswith("cuda"))
+    try:
+        measure(point, row)
+        row["status"], row["reason"] = "ok", ""
+    except Exception as err:  # noqa: BLE001 - every failure becomes a recorded row
+        row["status"] = "oom" if is_oom(err) else "error"
+        row["reason"] = one_line(err)
+        if row["status"] == "error" and os.environ.get("BENCH_DEBUG"):
+            traceback.print_exc()
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m bench.point POINT_JSON ROW_JSON", file=sys.stderr)
+        return 2
+    point = Point.from_json(Path(argv[0]).read_text())
+    row = run(point)
+    out = Path(argv[1])
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(row))
+    os.replace(tmp, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Sweep one axis (sequence length, heads, layers, batch, width) over models; write CSV + PNGs.
+
+Examples:
+  python -m bench.sweep --axis seqlen                       # quick CPU preset, 3 models, train
+  python -m bench.sweep --axis seqlen --preset long --models recgrela,linrec,sasrec,sasrec:attention=math
+  python -m bench.sweep --axis heads --preset paper --device cuda --workload both
+  python -m bench.sweep --axis seqlen --values 64,128,256 --batch-size 16 --layers 2
+  python -m bench.sweep --axis layers --models recgrela,recgrela:local_shortcut=false:position=ape
+  python -m bench.sweep --axis seqlen --dry-run             # print the grid and stop
+  python -m bench.sweep --axis seqlen --out reports/my-run --resume   # continue a killed run
+
+Method: every point (model spec x workload x value) runs in its own process with a time limit.
+Inside it: FLOP counters (fvcore forward, FlopCounterMode forward and whole step, analytic), then
+`--warmup` untimed and `--repeats` timed steps (median, IQR), then the exact tracked peak memory
+of one step (and, on CUDA, the allocator and NVML peaks). Rows are appended atomically to
+OUT/results.csv as each point ends; a killed sweep keeps every finished row and `--resume` skips
+them. Out-of-memory, timeouts and errors become rows with that status and the sweep goes on.
+The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from bench import results
+from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_spec, parse_values
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0],
+                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--axis", required=True, choices=sorted(AXES), help="the dimension to sweep")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="grid and fixed dimensions; default: paper on CUDA, quick otherwise. "
+                   + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    p.add_argument("--values", help="comma-separated values of the axis, overriding the preset's")
+    p.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                   help="comma list of NAME[:key=value[:key=value]] (default: %(default)s)")
+    p.add_argument("--workload", choices=("train", "infer", "both"), default="train",
+                   help="train = forward + loss + backward + Adam step; infer = forward + scores")
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--seq-len", type=positive_int)
+    p.add_argument("--layers", type=positive_int)
+    p.add_argument("--heads", type=positive_int)
+    p.add_argument("--d-model", type=positive_int)
+    p.add_argument("--n-items", type=positive_int, help="catalogue size incl. padding (default 3417, ML-1M)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads per point (0: torch's default); recorded in every row")
+    p.add_argument("--warmup", type=non_negative_int)
+    p.add_argument("--repeats", type=positive_int)
+    p.add_argument("--time-limit", type=positive_int, help="seconds per point before it is a timeout")
+    p.add_argument("--mem-limit-gib", type=float,
+                   help="address-space limit per point on the CPU (default: 90%% of RAM)")
+    p.add_argument("--no-flops", action="store_true", help="skip the FLOP counters (faster)")
+    p.add_argument("--out", help="output folder (default: reports/<axis>-<preset>)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and stop")
+    p.add_argument("--resume", action="store_true", help="skip points already in OUT/results.csv")
+    return p
+
+
+def resolve_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for but torch sees no CUDA device")
+    return choice
+
+
+def plan(args: argparse.Namespace):
+    """Validate everything and build the grid; raises UsageError before anything is written."""
+    device = resolve_device(args.device)
+    preset = PRESETS[args.preset or ("paper" if device == "cuda" else "quick")]
+    try:
+        specs = [parse_model_spec(text) for text in args.models.split(",") if text.strip()]
+        values = parse_values(args.values) if args.values else None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if not specs:
+        raise UsageError("--models names no model")
+    fixed = {column: value for column, value in (
+        ("batch_size", args.batch_size), ("seq_len", args.seq_len), ("n_layers", args.layers),
+        ("n_heads", args.heads), ("d_model", args.d_model), ("n_items", args.n_items)) if value}
+    if args.mem_limit_gib is not None and args.mem_limit_gib <= 0:
+        raise UsageError("--mem-limit-gib must be positive")
+    from bench.runner import default_mem_limit_gib
+
+    request = GridRequest(
+        axis=args.axis, preset=preset, specs=specs,
+        workloads=WORKLOADS if args.workload == "both" else (args.workload,),
+        values=values, fixed=fixed, device=device, threads=args.threads, warmup=args.warmup,
+        repeats=args.repeats, time_limit_s=args.time_limit,
+        mem_limit_gib=args.mem_limit_gib if args.mem_limit_gib else default_mem_limit_gib(device),
+        flops=not args.no_flops)
+    try:
+        points = build_grid(request)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    out = Path(args.out) if args.out else REPO_ROOT / "reports" / f"{args.axis}-{preset.name}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    csv_path = out / "results.csv"
+    if csv_path.exists() and not args.resume and not args.dry_run:
+        raise UsageError(f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder")
+    return preset, points, out, csv_path
+
+
+def describe(point) -> str:
+    return f"{point.spec.label} {point.workload} {point.axis}={getattr(point, point.axis)}"
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def summary(row: dict) -> str:
+    if row.get("status") != "ok":
+        return f"{row.get('status')}: {row.get('reason', '')}"
+    mib = row.get("tracked_peak_mib")
+    return f"ok {float(row['time_median_ms']):.1f} ms, {float(mib):.1f} MiB tracked"
+
+
+def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
+    """Measure every point not yet in the CSV, appending a row as each finishes."""
+    from bench.runner import run_isolated
+
+    done = {results.row_key(row) for row in results.read_rows(csv_path)} if resume and csv_path.exists() else set()
+    todo = [p for p in points if results.row_key(_key_row(p)) not in done]
+    if done:
+        log(f"resuming: {len(points) - len(todo)} of {len(points)} points already in {csv_path}")
+    start, rows = time.monotonic(), []
+    for i, point in enumerate(todo, 1):
+        row = run_isolated(point)
+        results.append_row(csv_path, row)
+        rows.append(row)
+        elapsed = time.monotonic() - start
+        eta = elapsed / i * (len(todo) - i)
+        log(f"[{i}/{len(todo)}] {describe(point)}: {summary(row)} "
+            f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
+    return rows
+
+
+def _key_row(point) -> dict:
+    return {"model": point.model, "variant": point.spec.variant, "workload": point.workload,
+            "seq_len": point.seq_len, "batch_size": point.batch_size, "n_layers": point.n_layers,
+            "n_heads": point.n_heads, "d_model": point.d_model, "n_items": point.n_items,
+            "device": point.device.split(":")[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser().parse_args(argv)
+        preset, points, out, csv_path = plan(args)
+    except UsageError as err:
+        print(f"bench.sweep: error: {err}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}")
+        for i, point in enumerate(points, 1):
+            print(f"  {i:3d}. {describe(point)} B={point.batch_size} L={point.seq_len} "
+                  f"layers={point.n_layers} heads={point.n_heads} d={point.d_model}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "command.txt").write_text("python -m bench.sweep " + shlex.join(argv) + "\n")
+    print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
+    try:
+        run_sweep(points, csv_path, args.resume, log=lambda line: print(line, flush=True))
+    except KeyboardInterrupt:
+        print(f"interrupted: finished rows are kept in {csv_path}; rerun with --resume", file=sys.stderr)
+        return 130
+    finally:
+        if csv_path.exists():
+            from bench.plots import plot_results_csv
+
+            for path in plot_results_csv(csv_path):
+                print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""What one measured step is, built the same way for every model.
+
+- Inputs: B sequences right-padded to exactly L with id 0, lengths uniform in [min(10, L), L],
+  items uniform over 1..N-1, next-item targets likewise; all from one seeded generator, built
+  before any clock starts.
+- `train` step: zero_grad(set_to_none) -> forward -> CE loss (+ auxiliary) -> backward -> Adam
+  (lr 1e-3), the paper's setting, with the model in train mode (dropout on).
+- `infer` step: forward + full-catalogue scores under `torch.inference_mode()`, eval mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+import models
+
+
+def make_batch(batch_size: int, seq_len: int, n_items: int, seed: int = 0,
+               device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(item_seq [B, L] right-padded with 0, target [B]) from a seeded generator."""
+    gen = torch.Generator().manual_seed(seed)
+    low = min(10, seq_len)
+    lengths = torch.randint(low, seq_len + 1, (batch_size,), generator=gen)
+    items = torch.randint(1, n_items, (batch_size, seq_len), generator=gen)
+    real = torch.arange(seq_len)[None, :] < lengths[:, None]
+    item_seq = torch.where(real, items, 0)
+    target = torch.randint(1, n_items, (batch_size,), generator=gen)
+    return item_seq.to(device), target.to(device)
+
+
+class LossForward(nn.Module):
+    """The forward half of a train step as a module (what fvcore traces): CE loss."""
+
+    def __init__(self, model: models.SequentialRecommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq, target):
+        return self.model.loss(item_seq, target)
+
+
+class ScoresForward(nn.Module):
+    """The infer step as a module: full-catalogue scores [B, N]."""
+
+    def __init__(self, model: models.SequentialRecommender):
+        super().__init__()
+        self.model = model
+
+    def forward(self, item_seq):
+        return self.model.full_scores(item_seq)
+
+
+@dataclass
+class Workload:
+    model: models.SequentialRecommender
+    optimizer: torch.optim.Optimizer | None
+    inputs: tuple  # positional inputs of `forward_module`
+    forward_module: nn.Module  # the forward part of the step, for forward FLOP counters
+    step: Callable[[], object]
+    kind: str
+
+    @property
+    def tracked(self) -> tuple:
+        """What a memory tracker must attribute: model, optimizer state, input tensors."""
+        return (self.model,) + ((self.optimizer,) if self.optimizer is not None else ()) + self.inputs
+
+
+def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0,
+                   device: str | torch.device = "cpu") -> Workload:
+    if kind not in ("train", "infer"):
+        raise ValueError(f"workload must be 'train' or 'infer', got {kind!r}")
+    torch.manual_seed(seed)
+    model = models.build(name, **config).to(device)
+    item_seq, target = make_batch(batch_size, config["max_len"], config["n_items"], seed, device)
+    if kind == "train":
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss = model.loss(item_seq, target)
+            loss.backward()
+            optimizer.step()
+            return loss
+
+        return Workload(model, optimizer, (item_seq, target), LossForward(model), step, kind)
+
+    model.eval()
+
+    def step():
+        with torch.inference_mode():
+            return model.full_scores(item_seq)
+
+    return Workload(model, None, (item_seq,), ScoresForward(model), step, kind)

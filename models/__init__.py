@@ -1,0 +1,59 @@
+"""The model zoo behind one interface (see models/base.py).
+
+    import models
+    models.available()                       # ['linrec', 'recgrela', 'sasrec']
+    model = models.build("recgrela", n_items=3417, max_len=200, local_shortcut=False)
+    hidden = model(item_seq)                 # [B, L, d]
+    loss = model.loss(item_seq, target)      # CE over the catalogue (+ auxiliary losses)
+
+Registry names are the ones used everywhere: CLI, CSV rows and plots.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .base import SeqRecConfig, SequentialRecommender
+from .linrec import LinRec
+from .recgrela import RecGRELA
+from .sasrec import SASRec
+
+REGISTRY: dict[str, type[SequentialRecommender]] = {
+    "sasrec": SASRec,
+    "linrec": LinRec,
+    "recgrela": RecGRELA,
+}
+
+
+def available() -> list[str]:
+    """Registered model names, sorted."""
+    return sorted(REGISTRY)
+
+
+def model_class(name: str) -> type[SequentialRecommender]:
+    if name not in REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
+    return REGISTRY[name]
+
+
+def config_keys(name: str) -> list[str]:
+    """Every config key `name` accepts, in declaration order."""
+    return [f.name for f in dataclasses.fields(model_class(name).config_class)]
+
+
+def make_config(name: str, **config) -> SeqRecConfig:
+    """Validate keys and values against the model's config dataclass (official defaults)."""
+    keys = config_keys(name)
+    unknown = sorted(set(config) - set(keys))
+    if unknown:
+        raise ValueError(f"unknown config key(s) {', '.join(unknown)} for model {name!r}; "
+                         f"valid keys: {', '.join(keys)}")
+    return model_class(name).config_class(**config)
+
+
+def build(name: str, **config) -> SequentialRecommender:
+    """Build a registered model from keyword config (missing keys take the official defaults)."""
+    return model_class(name)(make_config(name, **config))
+
+
+__all__ = ["available", "build", "config_keys", "make_config", "model_class", "REGISTRY",
+           "SeqRecConfig", "SequentialRecommender"]

@@ -1,0 +1,112 @@
+"""The interface every model obeys (the RecBole sequential-recommender protocol).
+
+- Input: item ids S [B, L], left-aligned and right-padded with id 0 (slots n_b..L-1 are 0).
+- `forward(S) -> H [B, L, d]`: the last layer's hidden states (the "feature matrix" of Fig. 9).
+- The user vector is H at the last real slot n_b - 1 (`user_vector`); no final norm.
+- Scores are u · E^T over all N rows of the tied item table, row 0 included (`full_scores`).
+- `loss(S, target)`: softmax cross-entropy over the catalogue plus any auxiliary loss the model
+  defines (`auxiliary_loss`, skipped at inference).
+- Declared properties read by the harness and the tests: `causal` (slot t never sees slots > t),
+  `faithful_to` (the official code or paper followed) and `reconstruction` (True where no code
+  exists).
+- `forward_flops(batch_size, seq_len)`: the analytic FLOP count (2 x multiply-adds, matrix-product
+  ops only; the suite's FLOP convention, see bench/measure/flops.py) of `full_scores`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class SeqRecConfig:
+    """Keys shared by every model; subclasses add their extras and official defaults."""
+
+    n_items: int = 3417  # item ids including padding id 0 (ML-1M: 3,416 items + 1)
+    max_len: int = 50  # padded sequence length L (RecGRELA and RoPE tables need exactly L)
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+
+    def __post_init__(self):
+        for name in ("n_items", "max_len", "d_model", "n_layers", "n_heads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.n_items < 2:
+            raise ValueError(f"n_items counts padding id 0 and must be >= 2, got {self.n_items}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}")
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name.endswith(("dropout", "drop_path")) and not 0.0 <= value < 1.0:
+                raise ValueError(f"{field.name} must be in [0, 1), got {value!r}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class SequentialRecommender(nn.Module):
+    """Base class: item table, user vector, scores, CE loss and the declared properties."""
+
+    causal: bool = False
+    faithful_to: str = ""
+    reconstruction: bool = False
+
+    def __init__(self, config: SeqRecConfig):
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.n_items, config.d_model, padding_idx=0)
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, d]
+        raise NotImplementedError
+
+    @staticmethod
+    def last_positions(item_seq: torch.Tensor) -> torch.Tensor:
+        """n_b - 1 for right-padded sequences (an all-padding row gathers slot 0)."""
+        return (item_seq != 0).sum(dim=1).clamp(min=1) - 1
+
+    def user_vector(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """u_b = H[b, n_b - 1] (RecBole's gather_indexes): [B, d]."""
+        hidden = self.forward(item_seq) if hidden is None else hidden
+        index = self.last_positions(item_seq).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
+        return hidden.gather(1, index).squeeze(1)
+
+    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """Logits over the whole catalogue, tied to the item table: [B, N]."""
+        return self.user_vector(item_seq) @ self.item_embedding.weight.t()
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        """Extra training loss collected during the last forward (None for most models)."""
+        return None
+
+    def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Softmax CE of the next item over all N ids (+ the model's auxiliary loss in training)."""
+        loss = F.cross_entropy(self.full_scores(item_seq), target)
+        auxiliary = self.auxiliary_loss() if self.training else None
+        return loss if auxiliary is None else loss + auxiliary
+
+    def num_params(self) -> tuple[int, int]:
+        """(total, trainable) parameter counts; buffers are not parameters."""
+        params = list(self.parameters())
+        return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+    # --- analytic cost -------------------------------------------------------------------------
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward FLOPs of one layer for the whole batch (matrix-product ops, 2 per MAC)."""
+        raise NotImplementedError
+
+    def forward_flops(self, batch_size: int, seq_len: int) -> int:
+        """Analytic FLOPs of `full_scores` for a batch: layers + the tied output product."""
+        c = self.config
+        output = 2 * batch_size * c.d_model * c.n_items
+        return c.n_layers * self.layer_flops(batch_size, seq_len) + self.extra_flops(batch_size, seq_len) + output
+
+    def extra_flops(self, batch_size: int, seq_len: int) -> int:
+        """FLOPs outside the layers and the output product (0 unless a model overrides it)."""
+        return 0

@@ -1,0 +1,161 @@
+"""Building blocks shared by every model family, each written once.
+
+- `recbole_init`: RecBole's weight policy (N(0, 0.02^2) Linear/Embedding weights, zero Linear
+  biases, unit LayerNorm). Runs after `nn.Embedding(padding_idx=0)` zeroed row 0, so the padding
+  row ends up a random vector that padding_idx then keeps frozen, exactly as in RecBole.
+- `FeedForward`: the position-wise MLP, in RecBole's post-LN residual form or MLLA's bare form.
+- `DropPath`: timm's per-sample stochastic depth.
+- `RotaryEmbedding`: interleaved-pair RoPE over the full width, computed in fp32.
+- `sinusoidal_positions`: the fixed absolute (APE) table of Vaswani et al.
+- `CausalDepthwiseConv1d`: depthwise 1-D conv, left-padded by k-1 so slot t sees t-k+1..t.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name (exact-erf GELU, as RecBole and MLLA use)."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def recbole_init(module: nn.Module, std: float = 0.02) -> None:
+    """RecBole's `_init_weights`; use as `model.apply(recbole_init)`. Conv1d keeps PyTorch's init."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        module.weight.data.normal_(mean=0.0, std=std)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        module.bias.data.zero_()
+    if isinstance(module, nn.LayerNorm):
+        module.weight.data.fill_(1.0)
+        module.bias.data.zero_()
+
+
+class FeedForward(nn.Module):
+    """W2 · act(W1 x), d -> d_inner -> d.
+
+    post_norm_eps=None: MLLA/RecGRELA form, Dropout(W2 Dropout(act(W1 x))); the caller adds the
+    residual. post_norm_eps=eps: RecBole form, LN(x + Dropout(W2 [Dropout](act(W1 x)))), where the
+    inner dropout exists only when `inner_dropout` (Mamba4Rec, RecBLR; not SASRec).
+    """
+
+    def __init__(self, d_model: int, d_inner: int, dropout: float, act: str = "gelu",
+                 post_norm_eps: float | None = None, inner_dropout: bool = True):
+        super().__init__()
+        self.fc1 = nn.Linear(d_model, d_inner)
+        self.act = activation(act)
+        self.fc2 = nn.Linear(d_inner, d_model)
+        self.inner_dropout = nn.Dropout(dropout) if inner_dropout else nn.Identity()
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=post_norm_eps) if post_norm_eps is not None else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(self.fc2(self.inner_dropout(self.act(self.fc1(x)))))
+        return y if self.norm is None else self.norm(x + y)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (timm): zero a sample's branch with probability p, scale the rest."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"drop_path must be in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)
+
+
+def rope_angles(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
+    """angle[t, i] = t * base^(-2i/dim) for slots t < max_len and pairs i < dim/2 (fp32)."""
+    if dim % 2:
+        raise ValueError(f"rotary width must be even, got {dim}")
+    inv_freq = base ** (-torch.arange(0, dim, 2, dtype=torch.float32) / dim)  # [dim/2]
+    return torch.arange(max_len, dtype=torch.float32)[:, None] * inv_freq[None, :]  # [L, dim/2]
+
+
+class RotaryEmbedding(nn.Module):
+    """RoPE on interleaved pairs (x_2i, x_2i+1) over the full width (not per head), in fp32.
+
+    The table has exactly `max_len` slots (RecGRELA's rule: the input length must equal it).
+    Applied to x[..., L, (G,) dim] with slots on the dimension `seq_dim`; extra group dimensions
+    between L and the width (e.g. q and k stacked) broadcast.
+    """
+
+    def __init__(self, dim: int, max_len: int, base: float = 10000.0):
+        super().__init__()
+        angles = rope_angles(max_len, dim, base)
+        self.register_buffer("cos", angles.cos(), persistent=False)  # [L, dim/2]
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor, n_group_dims: int = 0) -> torch.Tensor:
+        L = x.shape[-2 - n_group_dims]
+        if L != self.cos.shape[0]:
+            raise ValueError(f"RoPE table has {self.cos.shape[0]} slots but the input has {L}")
+        shape = (L,) + (1,) * n_group_dims + (-1,)
+        cos, sin = self.cos.view(shape), self.sin.view(shape)
+        x = x.float().unflatten(-1, (-1, 2))  # [..., dim/2, 2]
+        x_even, x_odd = x.unbind(-1)
+        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
+        return rotated.flatten(-2)
+
+
+def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
+    """Absolute sinusoidal table [L, dim]: sin on even, cos on odd channels (Vaswani et al.)."""
+    angles = rope_angles(max_len, dim)  # [L, dim/2]
+    return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+
+
+class CausalDepthwiseConv1d(nn.Module):
+    """y[:, t, c] = b_c + sum_j w_{c,j} x[:, t-k+1+j, c] (zeros before slot 0); x is [B, L, C].
+
+    The cuDNN/causal-conv1d layout: a depthwise `Conv1d(groups=C)` with left padding k-1.
+    Weights keep PyTorch's default init (RecBole's init does not touch Conv1d).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 4, bias: bool = True):
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # [B, C, k-1+L]
+        return self.conv(x).transpose(1, 2)  # [B, L, C]
+
+
+def attention_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    """[B, L, d] -> [B, h, L, d/h]: heads are contiguous chunks of the width."""
+    B, L, d = x.shape
+    return x.view(B, L, n_heads, d // n_heads).transpose(1, 2)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """[B, h, L, d_h] -> [B, L, h*d_h]."""
+    B, h, L, dh = x.shape
+    return x.transpose(1, 2).reshape(B, L, h * dh)
+
+
+def rope_reference(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
+    """Slow, explicit RoPE (per pair 2x2 rotation) for tests: x is [B, L, dim]."""
+    B, L, dim = x.shape
+    out = torch.empty_like(x, dtype=torch.float32)
+    for t in range(L):
+        for i in range(dim // 2):
+            a = t * base ** (-2 * i / dim)
+            c, s = math.cos(a), math.sin(a)
+            xe, xo = x[:, t, 2 * i].float(), x[:, t, 2 * i + 1].float()
+            out[:, t, 2 * i] = xe * c - xo * s
+            out[:, t, 2 * i + 1] = xe * s + xo * c
+    return out

@@ -1,0 +1,157 @@
+"""SASRec as RecBole runs it (Kang & McAuley, ICDM 2018; RUCAIBox/RecBole `sasrec.py`, `layers.py`).
+
+Embedding:  H0 = Dropout(LN(E[S] + P))                 learnable absolute positions, LN before dropout
+Layer (post-LN, n_layers times):
+  Q, K, V = H W_Q + b_Q, H W_K + b_K, H W_V + b_V      split into h heads of d_h = d / h
+  A = softmax(Q K^T / sqrt(d_h) + M) V                  causal (+ key padding) attention
+  H' = LN1(H + Dropout(A W_O + b_O))
+  H  = LN2(H' + Dropout(W2 GELU(W1 H' + b1) + b2))      no dropout between W1 and W2
+Output: u = H[n_b - 1]; scores u E^T; CE over all N ids.
+
+Two attention backends (config `attention`), both exact for the user vector:
+- "sdpa" (default): fused `scaled_dot_product_attention(is_causal=True)`. Under right padding every
+  real query slot i < n_b only sees keys j <= i < n_b, so RecBole's key-padding mask changes only
+  padded query slots, which never feed back into real ones: u is identical.
+- "math": RecBole's own form, the materialised [B, 1, L, L] additive mask (0 / -10000, causal and
+  key padding) built once per forward, explicit softmax and attention dropout on the L x L
+  probabilities. This is the cost profile of the official code.
+LinRec (models/linrec.py) reuses this whole backbone with another attention kernel.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import SeqRecConfig, SequentialRecommender
+from .layers import FeedForward, attention_heads, merge_heads, recbole_init
+
+
+@dataclass
+class TransformerConfig(SeqRecConfig):
+    """The RecBole Transformer backbone's keys, with `SASRec.yaml` + `overall.yaml` defaults."""
+
+    max_len: int = 50
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    d_inner: int = 256
+    hidden_dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+
+
+@dataclass
+class SASRecConfig(TransformerConfig):
+    attention: str = "sdpa"  # "sdpa" (fused, causal) | "math" (RecBole's materialised mask)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.attention not in ("sdpa", "math"):
+            raise ValueError(f"attention must be 'sdpa' or 'math', got {self.attention!r}")
+
+
+def recbole_attention_mask(item_seq: torch.Tensor) -> torch.Tensor:
+    """RecBole's `get_attention_mask`: [B, 1, L, L] fp32, 0 where j <= i and S[b, j] != 0, else -10000."""
+    L = item_seq.shape[1]
+    key_is_item = (item_seq != 0)[:, None, None, :]  # [B, 1, 1, L]
+    causal = torch.ones(L, L, dtype=torch.bool, device=item_seq.device).tril()
+    allowed = key_is_item & causal  # [B, 1, L, L]
+    return torch.where(allowed, 0.0, -10000.0)
+
+
+class SoftmaxAttention(nn.Module):
+    """softmax(Q K^T / sqrt(d_h) + M) V with dropout on the probabilities; q, k, v are [B, h, L, d_h]."""
+
+    def __init__(self, config: SASRecConfig):
+        super().__init__()
+        self.fused = config.attention == "sdpa"  # chosen once, recorded in the result row's variant
+        self.needs_mask = not self.fused
+        self.dropout_p = config.attn_dropout
+        self.dropout = nn.Dropout(config.attn_dropout)
+
+    def forward(self, q, k, v, mask: torch.Tensor | None) -> torch.Tensor:
+        if self.fused:
+            p = self.dropout_p if self.training else 0.0
+            return F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]) + mask  # [B, h, L, L]
+        return self.dropout(scores.softmax(dim=-1)) @ v  # [B, h, L, d_h]
+
+
+class MultiHeadAttention(nn.Module):
+    """RecBole's MultiHeadAttention block: projections, an attention kernel, W_O, residual, LN."""
+
+    def __init__(self, config: TransformerConfig, kernel: nn.Module):
+        super().__init__()
+        d = config.d_model
+        self.n_heads = config.n_heads
+        self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.kernel = kernel
+        self.dense = nn.Linear(d, d)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q = attention_heads(self.query(h), self.n_heads)  # [B, h, L, d_h]
+        k = attention_heads(self.key(h), self.n_heads)
+        v = attention_heads(self.value(h), self.n_heads)
+        context = merge_heads(self.kernel(q, k, v, mask))  # [B, L, d]
+        return self.norm(h + self.dropout(self.dense(context)))
+
+
+class TransformerLayer(nn.Module):
+    """Post-LN: attention block, then RecBole's FeedForward (GELU, residual, LN)."""
+
+    def __init__(self, config: TransformerConfig, kernel: nn.Module):
+        super().__init__()
+        self.attention = MultiHeadAttention(config, kernel)
+        self.ffn = FeedForward(config.d_model, config.d_inner, config.hidden_dropout, "gelu",
+                               post_norm_eps=config.layer_norm_eps, inner_dropout=False)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return self.ffn(self.attention(h, mask))
+
+
+class SASRec(SequentialRecommender):
+    """RecBole SASRec; subclasses swap the attention kernel via `make_kernel`."""
+
+    causal = True
+    faithful_to = "RUCAIBox/RecBole@7b02be5 sasrec.py + layers.py (softmax attention)"
+    config_class = SASRecConfig
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(
+            TransformerLayer(config, self.make_kernel(config)) for _ in range(config.n_layers))
+        self.materialise_mask = getattr(self.layers[0].attention.kernel, "needs_mask", False)
+        self.apply(recbole_init)
+
+    def make_kernel(self, config) -> nn.Module:
+        """The attention kernel: q, k, v [B, h, L, d_h] (+ mask) -> [B, h, L, d_h]."""
+        return SoftmaxAttention(config)
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        B, L = item_seq.shape  # batch, padded length
+        positions = torch.arange(L, device=item_seq.device)
+        h = self.dropout(self.norm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+        mask = recbole_attention_mask(item_seq) if self.materialise_mask else None  # [B, 1, L, L]
+        for layer in self.layers:
+            h = layer(h, mask)
+        return h  # [B, L, d]
+
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        c = self.config
+        tokens = batch_size * seq_len
+        projections = 8 * tokens * c.d_model ** 2  # W_Q, W_K, W_V, W_O
+        ffn = 4 * tokens * c.d_model * c.d_inner
+        return projections + ffn + self.attention_flops(batch_size, seq_len)
+
+    def attention_flops(self, batch_size: int, seq_len: int) -> int:
+        """Q K^T and A V over the full L x L (the kernels compute it whole; no causal halving)."""
+        return 4 * batch_size * seq_len ** 2 * self.config.d_model
