@@ -2,8 +2,9 @@
 
 Order inside the child (inputs built before any clock):
 1. build the model and the batch; count parameters; analytic FLOPs;
-2. FLOP counters: fvcore over the forward part, FlopCounterMode over the forward and over one
-   whole step (math SDPA backend so CPU attention is counted); the counted step doubles as warm-up;
+2. FLOP counters: fvcore over the forward part (a real traced forward), FlopCounterMode over the
+   forward and over one whole step, run on a copy of the workload on the meta device (shapes only:
+   exact counts at any L without allocating, and with the math SDPA backend so attention counts);
 3. wall time: `warmup` untimed steps, then `repeats` timed ones (median, IQR, p20/p80);
 4. exact tracked peak memory of one step (MemTracker: parameters, gradients, optimizer state,
    activations, temporaries, inputs); on CUDA also the allocator peak and the NVML device peak.
@@ -96,13 +97,17 @@ def measure(point: Point, row: dict) -> None:
         count = fvcore_forward_flops(w.forward_module, w.inputs)
         row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
         row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
+        meta = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
+                              point.seed, "meta")
 
         def forward_only():
             with torch.no_grad():
-                return w.forward_module(*w.inputs)
+                return meta.forward_module(*meta.inputs)
 
         row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
-        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
+        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(meta.step))
+        row["flopcounter_device"] = "meta"
+        del meta
 
     timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
     row.update(time_median_ms=round(timing.median_ms, 4), time_iqr_ms=round(timing.iqr_ms, 4),

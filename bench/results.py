@@ -31,7 +31,7 @@ COLUMNS = [
     "cuda_peak_alloc_mib", "cuda_peak_reserved_mib", "nvml_peak_used_mib", "nvml_status",
     # FLOPs = 2 x multiply-adds of matrix-product ops, whole batch; counter named in the column
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
-    "fwd_flops_analytic", "step_flops_analytic", "fvcore_skipped_ops",
+    "fwd_flops_analytic", "step_flops_analytic", "fvcore_skipped_ops", "flopcounter_device",
     # environment
     "device", "device_name", "dtype", "threads", "torch_version", "python_version",
     "git_commit", "timestamp_utc", "mem_limit_gib", "time_limit_s", "seed",
