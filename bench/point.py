@@ -5,8 +5,10 @@ Order inside the child (inputs built before any clock):
 2. FLOP counters: fvcore over the forward part (a real traced forward), FlopCounterMode over the
    forward and over one whole step, run on a copy of the workload on the meta device (shapes only:
    exact counts at any L without allocating, and with the math SDPA backend so attention counts);
-3. wall time: `warmup` untimed steps, then `repeats` timed ones (median, IQR, p20/p80);
-4. exact tracked peak memory of one step (MemTracker: parameters, gradients, optimizer state,
+3. one untimed step under an op recorder: the attention kernels that really ran (a fused kernel
+   can fall back to its math form) go into `attention_ops`;
+4. wall time: `warmup` untimed steps, then `repeats` timed ones (median, IQR, p20/p80);
+5. exact tracked peak memory of one step (MemTracker: parameters, gradients, optimizer state,
    activations, temporaries, inputs); on CUDA also the allocator peak and the NVML device peak.
 Out-of-memory becomes status `oom`, any other exception `error`, each with a one-line reason;
 what was measured before the failure stays in the row.
@@ -81,6 +83,7 @@ def one_line(err: BaseException) -> str:
 
 def measure(point: Point, row: dict) -> None:
     """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
+    from bench.measure.dispatch import attention_ops, dispatched_ops
     from bench.measure.flops import check_nonzero, flopcounter_flops, fvcore_forward_flops
     from bench.measure.memory import NvmlSampler, cuda_allocator_peak, tracked_peak
     from bench.measure.timing import measure_time
@@ -109,6 +112,7 @@ def measure(point: Point, row: dict) -> None:
         row["flopcounter_device"] = "meta"
         del meta
 
+    row["attention_ops"] = attention_ops(dispatched_ops(w.step))
     timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
     row.update(time_median_ms=round(timing.median_ms, 4), time_iqr_ms=round(timing.iqr_ms, 4),
                time_p20_ms=round(timing.p20_ms, 4), time_p80_ms=round(timing.p80_ms, 4),

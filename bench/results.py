@@ -23,6 +23,7 @@ COLUMNS = [
     "axis", "seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items",
     # model facts
     "params_total", "params_trainable", "causal", "reconstruction",
+    "attention_ops",  # attention kernels that actually ran (fused SDPA, its math fallback, softmax)
     # wall time of one step (train: forward + loss + backward + Adam; infer: forward + scores)
     "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms", "time_min_ms",
     "time_repeats", "time_warmup", "timer",
