@@ -91,10 +91,11 @@ def header_line() -> str:
 def append_row(path: Path, row: dict) -> None:
     """Append one row atomically (write a temporary copy, fsync, rename over the original)."""
     path = Path(path)
+    line = _line(row)  # validates before anything is touched
     old = path.read_text() if path.exists() else header_line()
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w") as handle:
-        handle.write(old + _line(row))
+        handle.write(old + line)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)

@@ -77,12 +77,17 @@ def run_isolated(point: Point) -> dict:
                 raise
         if row_path.exists() and not timed_out:
             return json.loads(row_path.read_text())
-        row = base_row(point)
-        if timed_out:
-            row["status"], row["reason"] = "timeout", f"exceeded the {point.time_limit_s} s time limit"
-        elif returncode == -signal.SIGKILL:
-            row["status"], row["reason"] = "oom", "killed by SIGKILL (the kernel's out-of-memory killer)"
-        else:
-            detail = _last_line(err_path.read_text(errors="replace")) or "no message"
-            row["status"], row["reason"] = "error", f"child exited with code {returncode}: {detail}"
-        return row
+        return failure_row(point, returncode, timed_out, err_path.read_text(errors="replace"))
+
+
+def failure_row(point: Point, returncode: int, timed_out: bool, stderr: str) -> dict:
+    """The row of a child that left no row of its own: timeout, SIGKILL (oom) or a crash."""
+    row = base_row(point)
+    if timed_out:
+        row["status"], row["reason"] = "timeout", f"exceeded the {point.time_limit_s} s time limit"
+    elif returncode == -signal.SIGKILL:
+        row["status"], row["reason"] = "oom", "killed by SIGKILL (the kernel's out-of-memory killer)"
+    else:
+        detail = _last_line(stderr) or "no message"
+        row["status"], row["reason"] = "error", f"child exited with code {returncode}: {detail}"
+    return row

@@ -1,0 +1,255 @@
+"""The shared interface, each model's math against a plain reference, causality and FLOP agreement."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import models
+from bench.measure.flops import check_nonzero, flopcounter_flops, fvcore_forward_flops
+from bench.workload import build_workload, make_batch
+from models.layers import CausalDepthwiseConv1d, DropPath, RotaryEmbedding
+from models.linrec import LinRecAttention
+from models.recgrela import rela, rela_quadratic
+from models.sasrec import recbole_attention_mask
+
+SMALL = dict(n_items=50, max_len=12, d_model=16, n_layers=2, n_heads=2)
+NAMES = models.available()
+
+
+def assert_close(name, ref, out, rtol=1e-5, atol=1e-6):
+    """Max-abs and relative-RMS error, named; NaN fails."""
+    assert not torch.isnan(out).any() and not torch.isnan(ref).any(), f"{name}: NaN"
+    err = (out - ref).abs().max().item()
+    rel_rms = ((out - ref).pow(2).mean().sqrt() / ref.pow(2).mean().sqrt().clamp_min(1e-30)).item()
+    assert err <= atol + rtol * ref.abs().max().item(), f"{name}: max-abs {err:.3g}, rel-rms {rel_rms:.3g}"
+
+
+def batch(B=3, L=12, n_items=50, seed=0):
+    return make_batch(B, L, n_items, seed)
+
+
+# --- registry --------------------------------------------------------------------------------
+def test_registry_names_and_errors():
+    assert {"sasrec", "linrec", "recgrela"} <= set(NAMES)
+    with pytest.raises(ValueError, match="available models: .*recgrela"):
+        models.build("nope")
+    with pytest.raises(ValueError, match="valid keys: .*n_items"):
+        models.build("recgrela", not_a_key=1)
+    with pytest.raises(ValueError, match="does not divide"):
+        models.build("sasrec", d_model=64, n_heads=3)
+    with pytest.raises(ValueError, match="positive integer"):
+        models.build("linrec", n_layers=0)
+
+
+# --- the interface, for every registered model ----------------------------------------------
+@pytest.mark.parametrize("name", NAMES)
+def test_interface(name):
+    torch.manual_seed(0)
+    model = models.build(name, **SMALL)
+    item_seq, target = batch()
+    hidden = model(item_seq)
+    assert hidden.shape == (3, 12, 16) and hidden.dtype == torch.float32
+    scores = model.full_scores(item_seq)
+    assert scores.shape == (3, 50)
+    u = model.user_vector(item_seq)
+    last = (item_seq != 0).sum(1) - 1
+    model.eval()
+    assert_close("user vector", model(item_seq)[torch.arange(3), last], model.user_vector(item_seq))
+    model.train()
+    loss = model.loss(item_seq, target)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing}"
+    assert isinstance(model.causal, bool) and model.faithful_to and model.reconstruction in (True, False)
+    total, trainable = model.num_params()
+    assert total == trainable > 0 and u.shape == (3, 16)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declared_causality(name):
+    """A causal model's slot t never changes when slots > t change; a non-causal one does."""
+    torch.manual_seed(0)
+    model = models.build(name, **SMALL).eval()
+    item_seq = torch.randint(1, 50, (2, 12))  # no padding: every slot is real
+    changed = item_seq.clone()
+    t = 5
+    changed[:, t + 1:] = torch.randint(1, 50, (2, 12 - t - 1))
+    with torch.no_grad():
+        before, after = model(item_seq)[:, : t + 1], model(changed)[:, : t + 1]
+    if model.causal:
+        assert_close("prefix outputs", before, after)
+    else:
+        assert not torch.allclose(before, after), f"{name} is declared non-causal but shows no leak"
+
+
+# --- parameter counts of the official configurations (architecture facts) -----------------
+def test_recgrela_parameter_count_matches_official_log():
+    model = models.build("recgrela", n_items=3417, max_len=200, d_model=64, n_layers=4, n_heads=4)
+    assert model.num_params() == (436_672, 436_672)
+
+
+@pytest.mark.parametrize("name,config,expected", [
+    ("sasrec", dict(max_len=200), 331_584),
+    ("linrec", dict(max_len=200, d_model=64, n_heads=2), 331_584),
+    ("linrec", dict(max_len=200), 728_192),
+])
+def test_transformer_parameter_counts(name, config, expected):
+    assert models.build(name, n_items=3417, **config).num_params()[0] == expected
+
+
+# --- SASRec: the two softmax backends ------------------------------------------------------
+def test_recbole_mask_is_causal_and_key_padding():
+    item_seq = torch.tensor([[3, 4, 0, 0]])
+    mask = recbole_attention_mask(item_seq)[0, 0]
+    allowed = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
+    assert torch.equal(mask == 0, allowed) and torch.all(mask[~allowed] == -10000)
+
+
+def test_sasrec_sdpa_and_math_agree():
+    torch.manual_seed(0)
+    fused = models.build("sasrec", **SMALL, attention="sdpa").eval()
+    math_form = models.build("sasrec", **SMALL, attention="math").eval()
+    math_form.load_state_dict(fused.state_dict())
+    item_seq, target = batch(B=4)
+    assert_close("scores", math_form.full_scores(item_seq), fused.full_scores(item_seq), rtol=1e-5, atol=1e-5)
+    real = (item_seq != 0)
+    assert_close("real-slot hidden", math_form(item_seq)[real], fused(item_seq)[real], rtol=1e-5, atol=1e-5)
+    # gradients agree too (dropout off so both paths are deterministic)
+    for model in (fused, math_form):
+        model.zero_grad()
+        model.loss(item_seq, target).backward()
+    for (name, a), (_, b) in zip(fused.named_parameters(), math_form.named_parameters()):
+        assert_close(f"grad {name}", b.grad, a.grad, rtol=1e-4, atol=1e-6)
+
+
+# --- LinRec attention --------------------------------------------------------------------------
+def test_linrec_attention_equals_quadratic_form():
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 9, 8, dtype=torch.float64) for _ in range(3))
+    qn = F.elu(q) / F.elu(q).norm(dim=-1, keepdim=True)
+    kn = F.elu(k) / F.elu(k).norm(dim=-1, keepdim=True)
+    naive = (qn @ kn.transpose(-2, -1)) @ v / math.sqrt(8)  # (Q K^T) V: L x L first
+    assert_close("linrec", naive, LinRecAttention()(q, k, v), rtol=1e-12, atol=1e-12)
+
+
+# --- RecGRELA ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("B,h,L,dh", [(2, 2, 7, 4), (1, 4, 33, 16), (3, 1, 1, 6)], ids=lambda x: str(x))
+def test_rela_equals_naive_quadratic_form(B, h, L, dh):
+    torch.manual_seed(0)
+    q, k = (F.elu(torch.randn(B, h, L, dh, dtype=torch.float64)) + 1 for _ in range(2))
+    q_rot, k_rot, v = (torch.randn(B, h, L, dh, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    q.requires_grad_(), k.requires_grad_()
+    inputs = (q, k, q_rot, k_rot, v)
+    upstream = torch.randn(B, h, L, dh, dtype=torch.float64)
+    fast, ref = rela(*inputs), rela_quadratic(*inputs)
+    assert_close("RELA forward", ref, fast, rtol=1e-10, atol=1e-12)
+    grads_fast = torch.autograd.grad((fast * upstream).sum(), inputs)
+    grads_ref = torch.autograd.grad((ref * upstream).sum(), inputs)
+    for name, a, b in zip(("dq", "dk", "dq_rot", "dk_rot", "dv"), grads_ref, grads_fast):
+        assert_close(name, a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_rope_matches_per_pair_rotation():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 8)
+    out = RotaryEmbedding(8, 6)(x)
+    ref = torch.empty_like(x)
+    for t in range(6):
+        for i in range(4):
+            angle = t * 10000 ** (-2 * i / 8)
+            c, s = math.cos(angle), math.sin(angle)
+            ref[:, t, 2 * i] = x[:, t, 2 * i] * c - x[:, t, 2 * i + 1] * s
+            ref[:, t, 2 * i + 1] = x[:, t, 2 * i] * s + x[:, t, 2 * i + 1] * c
+    assert_close("rope", ref, out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="slots"):
+        RotaryEmbedding(8, 5)(x)
+
+
+def test_causal_depthwise_conv_matches_loop():
+    torch.manual_seed(0)
+    conv = CausalDepthwiseConv1d(5, kernel_size=4)
+    x = torch.randn(2, 9, 5)
+    w, b = conv.conv.weight[:, 0, :], conv.conv.bias  # [C, k], [C]
+    ref = torch.stack([b + sum(w[:, j] * x[:, t - 3 + j] for j in range(4) if t - 3 + j >= 0)
+                       for t in range(9)], dim=1)
+    assert_close("conv", ref, conv(x), rtol=1e-5, atol=1e-6)
+
+
+def test_drop_path_per_sample():
+    x = torch.ones(1000, 3, 2)
+    dp = DropPath(0.25)
+    assert torch.equal(dp.eval()(x), x)
+    y = dp.train()(x)
+    kept = (y[:, 0, 0] != 0).float().mean().item()
+    assert 0.65 < kept < 0.85 and torch.allclose(y[y != 0], torch.tensor(1 / 0.75))
+    assert torch.all((y == 0).all(dim=(1, 2)) | (y != 0).all(dim=(1, 2)))  # whole samples
+
+
+def test_recgrela_ablations_are_configs():
+    base = models.build("recgrela", **SMALL).num_params()[0]
+    d = SMALL["d_model"]
+    no_shortcut = models.build("recgrela", **SMALL, local_shortcut=False).num_params()[0]
+    assert base - no_shortcut == SMALL["n_layers"] * (4 * d + d)  # conv weight + bias per block
+    assert models.build("recgrela", **SMALL, gate=False).num_params()[0] == base  # gate -> value proj
+    assert models.build("recgrela", **SMALL, input_proj=False).num_params()[0] == base  # W_in -> value
+    assert models.build("recgrela", **SMALL, position="lpe").num_params()[0] == base + SMALL["max_len"] * d
+    assert models.build("recgrela", **SMALL, position="ape").num_params()[0] == base
+    item_seq, target = batch()
+    for variant in (dict(position="none"), dict(position="ape"), dict(gate_activation="relu"),
+                    dict(drop_path=0.0), dict(gate=False, input_proj=False)):
+        models.build("recgrela", **SMALL, **variant).loss(item_seq, target).backward()
+    with pytest.raises(ValueError, match="position"):
+        models.build("recgrela", position="alibi")
+
+
+def test_recgrela_single_layer_has_no_residual():
+    """Official one-layer case: H = MLP(LN2(DropPath(O))), no residual around either branch."""
+    torch.manual_seed(0)
+    model = models.build("recgrela", **dict(SMALL, n_layers=1)).eval()
+    block = model.blocks[0]
+    item_seq, _ = batch()
+    h0 = model.norm(model.item_embedding(item_seq))
+    captured = {}
+    block.out_proj.register_forward_hook(lambda m, i, o: captured.setdefault("o", o))
+    out = model(item_seq)
+    assert_close("one-layer block", block.mlp(block.norm2(captured["o"])), out)
+    assert not torch.allclose(out, h0 + block.mlp(block.norm2(h0 + captured["o"])))
+
+
+# --- FLOP counters agree (forward and whole train step) ---------------------------------------
+@pytest.mark.parametrize("name,extra", [(n, {}) for n in NAMES] + [("sasrec", {"attention": "math"}),
+                                       ("recgrela", {"local_shortcut": False, "position": "lpe"})])
+def test_flop_counters_agree(name, extra):
+    config = dict(n_items=300, max_len=24, d_model=32, n_layers=2, n_heads=4, **extra)
+    train = build_workload(name, config, "train", batch_size=4)
+    fwd_fvcore = check_nonzero("fvcore", fvcore_forward_flops(train.forward_module, train.inputs).flops)
+    meta = build_workload(name, config, "train", batch_size=4, device="meta")
+    with torch.no_grad():
+        fwd_counter = check_nonzero("FlopCounterMode", flopcounter_flops(lambda: meta.forward_module(*meta.inputs)))
+    step_counter = check_nonzero("FlopCounterMode", flopcounter_flops(meta.step))
+    fwd_analytic = train.model.forward_flops(4, 24)
+    for counted in (fwd_fvcore, fwd_counter):  # the issue asks for 2%; they agree exactly
+        assert abs(counted - fwd_analytic) <= 0.02 * fwd_analytic, (name, counted, fwd_analytic)
+        assert counted == fwd_analytic
+    assert abs(step_counter - 3 * fwd_analytic) <= 0.02 * 3 * fwd_analytic
+    assert step_counter == 3 * fwd_analytic
+    # the CPU tensors give the same FlopCounterMode figure as the meta ones
+    cpu_step = flopcounter_flops(train.step)
+    assert cpu_step == step_counter
+
+
+def test_fused_attention_is_counted_like_its_math_form():
+    """fvcore (via our SDPA handle) and FlopCounterMode on real CPU tensors count the fused SASRec
+    exactly as the explicit-matmul RecBole form: attention never silently counts 0."""
+    config = dict(n_items=300, max_len=48, d_model=32, n_layers=2, n_heads=2)
+    counts = {}
+    for attention in ("sdpa", "math"):
+        w = build_workload("sasrec", dict(config, attention=attention), "train", batch_size=2)
+        counts[attention] = (fvcore_forward_flops(w.forward_module, w.inputs).flops, flopcounter_flops(w.step))
+    assert counts["sdpa"] == counts["math"]
+    attention = w.model.attention_flops(2, 48) * 2  # two layers
+    assert counts["sdpa"][0] == w.model.forward_flops(2, 48) and attention > 0.1 * counts["sdpa"][0]

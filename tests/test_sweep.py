@@ -1,0 +1,125 @@
+"""The sweep CLI end to end on tiny grids, its input validation, the CSV and the isolated runner."""
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench import results, sweep
+from bench.grid import PRESETS, GridRequest, Point, build_grid, parse_model_spec, parse_values
+from bench.runner import failure_row, run_isolated
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--batch-size", "2", "--layers", "1", "--heads", "2", "--d-model", "16", "--n-items", "40",
+        "--warmup", "0", "--repeats", "2", "--device", "cpu"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--axis", "bogus"], "invalid choice"),
+    (["--axis", "seqlen", "--preset", "huge"], "invalid choice"),
+    (["--axis", "seqlen", "--models", "nope"], "unknown model 'nope'"),
+    (["--axis", "seqlen", "--models", "recgrela:not_a_key=1"], "valid keys"),
+    (["--axis", "seqlen", "--models", "sasrec:attention"], "expected NAME"),
+    (["--axis", "seqlen", "--values", "0,64"], "positive integers"),
+    (["--axis", "seqlen", "--values", "6.5"], "positive integers"),
+    (["--axis", "seqlen", "--batch-size", "-3"], "positive integer"),
+    (["--axis", "heads", "--values", "3"], "does not divide"),
+    (["--axis", "seqlen", "--heads", "5"], "does not divide"),
+    (["--axis", "seqlen", "--models", "recgrela:d_model=8"], "grid dimension"),
+])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(argv, message, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert sweep.main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_output_path_that_is_a_file(tmp_path, capsys):
+    target = tmp_path / "file.txt"
+    target.write_text("x")
+    assert sweep.main(["--axis", "seqlen", "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err and target.read_text() == "x"
+
+
+def test_help_shows_examples():
+    out = subprocess.run([sys.executable, "-m", "bench.sweep", "--help"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
+    assert "python -m bench.sweep --axis seqlen --preset long" in out and "--resume" in out
+
+
+def test_dry_run_prints_grid_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert sweep.main(["--axis", "layers", "--values", "1,3", "--models", "sasrec,recgrela:gate=false",
+                       "--workload", "both", "--dry-run", "--out", str(out)] + TINY) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("8 points") and "recgrela:gate=false infer n_layers=3" in text
+    assert not out.exists()
+
+
+def test_grid_and_specs():
+    spec = parse_model_spec("recgrela:local_shortcut=false:position=ape:drop_path=0.2")
+    assert spec.variant == "drop_path=0.2:local_shortcut=false:position=ape"
+    assert dict(spec.overrides) == {"local_shortcut": False, "position": "ape", "drop_path": 0.2}
+    assert parse_values("64, 128") == (64, 128)
+    points = build_grid(GridRequest(axis="seqlen", preset=PRESETS["long"], specs=[spec, parse_model_spec("sasrec")],
+                                    workloads=("train", "infer")))
+    assert len(points) == 6 * 2 * 2 and points[0].seq_len == 256 and points[-1].seq_len == 8192
+    assert {p.batch_size for p in points} == {PRESETS["long"].batch_size}
+    assert Point.from_json(points[0].to_json()) == points[0]
+
+
+def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--axis", "seqlen", "--values", "8,16", "--models", "sasrec:attention=math,recgrela",
+            "--out", str(out)] + TINY
+    assert sweep.main(argv) == 0
+    log = capsys.readouterr().out
+    assert "[4/4]" in log and "ETA" in log
+    rows = results.read_rows(out / "results.csv")
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    for row in rows:
+        assert row["device"] == "cpu" and row["torch_version"] and row["timestamp_utc"] and row["threads"]
+        assert float(row["time_median_ms"]) > 0 and int(row["tracked_peak_bytes"]) > 0
+        assert int(row["fwd_flops_fvcore"]) == int(row["fwd_flops_flopcounter"]) == int(row["fwd_flops_analytic"])
+        assert int(row["step_flops_flopcounter"]) == int(row["step_flops_analytic"])
+    math_rows = [r for r in rows if r["variant"] == "attention=math"]
+    assert all("_softmax" in r["attention_ops"] for r in math_rows)
+    for name in ("time_train.png", "memory_train.png", "command.txt"):
+        assert (out / name).stat().st_size > 0
+    # a second run without --resume refuses; with --resume it skips all four rows
+    assert sweep.main(argv) == 2
+    assert sweep.main(argv + ["--resume"]) == 0
+    assert "4 of 4 points already" in capsys.readouterr().out
+    assert len(results.read_rows(out / "results.csv")) == 4
+
+
+def test_runner_records_timeout_and_oom(tmp_path):
+    small = dict(axis="seq_len", seq_len=16, batch_size=2, n_layers=1, n_heads=2, d_model=16, n_items=40,
+                 warmup=0, repeats=1, flops=False)
+    row = run_isolated(Point("linrec", (), "train", time_limit_s=1, **small))
+    assert row["status"] == "timeout" and "time limit" in row["reason"]
+    big = dict(small, seq_len=2048, batch_size=32)
+    row = run_isolated(Point("sasrec", (("attention", "math"),), "train", mem_limit_gib=3.0, **big))
+    assert row["status"] == "oom" and "allocate" in row["reason"]
+    point = Point("linrec", (), "train", **small)
+    assert failure_row(point, -signal.SIGKILL, False, "")["status"] == "oom"
+    crashed = failure_row(point, 1, False, "Traceback...\nValueError: boom\n")
+    assert crashed["status"] == "error" and "ValueError: boom" in crashed["reason"]
+
+
+def test_csv_append_is_whole_rows(tmp_path):
+    path = tmp_path / "results.csv"
+    results.append_row(path, {"model": "a", "status": "ok", "reason": 'with "quotes", commas\nand newline'})
+    results.append_row(path, {"model": "b", "status": "oom"})
+    rows = results.read_rows(path)
+    assert [r["model"] for r in rows] == ["a", "b"] and rows[0]["reason"].startswith("with")
+    with open(path) as handle:
+        assert next(csv.reader(handle)) == results.COLUMNS
+    with pytest.raises(ValueError, match="outside the schema"):
+        results.append_row(path, {"not_a_column": 1})
+    assert not list(tmp_path.glob(".*.tmp"))
