@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from .base import SeqRecConfig, SequentialRecommender
+from .eulerformer import EulerFormer
 from .linrec import LinRec
 from .recgrela import RecGRELA
 from .sasrec import SASRec
@@ -21,6 +22,7 @@ REGISTRY: dict[str, type[SequentialRecommender]] = {
     "sasrec": SASRec,
     "linrec": LinRec,
     "recgrela": RecGRELA,
+    "eulerformer": EulerFormer,
 }
 
 

@@ -84,19 +84,22 @@ class SoftmaxAttention(nn.Module):
 class MultiHeadAttention(nn.Module):
     """RecBole's MultiHeadAttention block: projections, an attention kernel, W_O, residual, LN."""
 
-    def __init__(self, config: TransformerConfig, kernel: nn.Module):
+    def __init__(self, config: TransformerConfig, kernel: nn.Module, qk_transform: nn.Module | None = None):
         super().__init__()
         d = config.d_model
         self.n_heads = config.n_heads
         self.query, self.key, self.value = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.qk_transform = qk_transform  # applied to full-width q, k before the head split (EulerFormer)
         self.kernel = kernel
         self.dense = nn.Linear(d, d)
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        q = attention_heads(self.query(h), self.n_heads)  # [B, h, L, d_h]
-        k = attention_heads(self.key(h), self.n_heads)
+        q, k = self.query(h), self.key(h)  # [B, L, d]
+        if self.qk_transform is not None:
+            q, k = self.qk_transform(q, k)
+        q, k = attention_heads(q, self.n_heads), attention_heads(k, self.n_heads)  # [B, h, L, d_h]
         v = attention_heads(self.value(h), self.n_heads)
         context = merge_heads(self.kernel(q, k, v, mask))  # [B, L, d]
         return self.norm(h + self.dropout(self.dense(context)))
@@ -105,9 +108,9 @@ class MultiHeadAttention(nn.Module):
 class TransformerLayer(nn.Module):
     """Post-LN: attention block, then RecBole's FeedForward (GELU, residual, LN)."""
 
-    def __init__(self, config: TransformerConfig, kernel: nn.Module):
+    def __init__(self, config: TransformerConfig, kernel: nn.Module, qk_transform: nn.Module | None = None):
         super().__init__()
-        self.attention = MultiHeadAttention(config, kernel)
+        self.attention = MultiHeadAttention(config, kernel, qk_transform)
         self.ffn = FeedForward(config.d_model, config.d_inner, config.hidden_dropout, "gelu",
                                post_norm_eps=config.layer_norm_eps, inner_dropout=False)
 
@@ -127,19 +130,24 @@ class SASRec(SequentialRecommender):
         self.position_embedding = nn.Embedding(config.max_len, config.d_model)
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList(
-            TransformerLayer(config, self.make_kernel(config)) for _ in range(config.n_layers))
+        self.layers = nn.ModuleList(self.make_layer(config) for _ in range(config.n_layers))
         self.materialise_mask = getattr(self.layers[0].attention.kernel, "needs_mask", False)
         self.apply(recbole_init)
+
+    def make_layer(self, config) -> TransformerLayer:
+        return TransformerLayer(config, self.make_kernel(config))
 
     def make_kernel(self, config) -> nn.Module:
         """The attention kernel: q, k, v [B, h, L, d_h] (+ mask) -> [B, h, L, d_h]."""
         return SoftmaxAttention(config)
 
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """E[S] + P: item plus learnable absolute position, [B, L, d]."""
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        return self.item_embedding(item_seq) + self.position_embedding(positions)
+
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        B, L = item_seq.shape  # batch, padded length
-        positions = torch.arange(L, device=item_seq.device)
-        h = self.dropout(self.norm(self.item_embedding(item_seq) + self.position_embedding(positions)))
+        h = self.dropout(self.norm(self.embed(item_seq)))  # [B, L, d]
         mask = recbole_attention_mask(item_seq) if self.materialise_mask else None  # [B, 1, L, L]
         for layer in self.layers:
             h = layer(h, mask)

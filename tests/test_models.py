@@ -253,3 +253,37 @@ def test_fused_attention_is_counted_like_its_math_form():
     assert counts["sdpa"] == counts["math"]
     attention = w.model.attention_flops(2, 48) * 2  # two layers
     assert counts["sdpa"][0] == w.model.forward_flops(2, 48) and attention > 0.1 * counts["sdpa"][0]
+
+
+# --- EulerFormer -------------------------------------------------------------------------------
+def test_euler_transform_with_unit_delta_and_no_bias_is_rope():
+    from models.eulerformer import euler_transform
+    from models.layers import rope_angles
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 10, 16), torch.randn(2, 10, 16)
+    alpha = rope_angles(10, 16)
+    rope = RotaryEmbedding(16, 10)
+    q_e, _ = euler_transform(q, 1.0, alpha)
+    k_e, _ = euler_transform(k, 1.0, alpha)
+    assert_close("q", rope(q), q_e, rtol=1e-5, atol=1e-5)
+    assert_close("scores", rope(q) @ rope(k).transpose(1, 2), q_e @ k_e.transpose(1, 2), rtol=1e-5, atol=1e-4)
+
+
+def test_eulerformer_contrastive_loss_only_in_training():
+    torch.manual_seed(0)
+    model = models.build("eulerformer", **SMALL)
+    item_seq, target = batch()
+    model.train()
+    model.loss(item_seq, target)
+    assert model.auxiliary_loss() is not None and model.auxiliary_loss() > 0
+    train_flops = model.forward_flops(3, 12)
+    model.eval()
+    model.loss(item_seq, target)
+    assert model.auxiliary_loss() is None
+    # the B x L x L contrastive products are counted in training only
+    assert train_flops - model.forward_flops(3, 12) == SMALL["n_layers"] * 4 * 3 * 12 ** 2 * SMALL["d_model"]
+    off = models.build("eulerformer", **SMALL, lamb=0.0).train()
+    off.loss(item_seq, target)
+    assert off.auxiliary_loss() is None and off.forward_flops(3, 12) == model.forward_flops(3, 12)
+    assert "alpha" not in dict(model.named_parameters())  # a fixed buffer, one copy
+    assert len([b for n, b in model.named_buffers() if n.endswith("alpha")]) == 1

@@ -1,0 +1,145 @@
+"""EulerFormer (Tian et al., SIGIR 2024; Ethan-TZ/EulerFormer `EulerFormer_models/layers.py`).
+
+RecBole SASRec (post-LN, causal softmax attention, learnable absolute positions, GELU FFN, CE;
+models/sasrec.py) with three additions. Pairs are interleaved: (x_2i, x_2i+1) is the complex
+number lambda_i e^{j theta_i}, lambda = |pair|, theta = atan2(x_2i+1, x_2i).
+
+Input (Sec. 3.2):    X = E[S] + P;  theta_i <- theta_i + R[t, i]        R: learnable per-slot phase,
+                     H0 = Dropout(LN(X~))                               zero-initialised (identity at init)
+Each layer (Eq. 8):  Q, K = H W_Q + b_Q, H W_K + b_K over the full d (before the head split)
+                     theta' = delta * theta + alpha[t, i]  (+ b for queries only)
+                     alpha[t, i] = t * 10000^(-2i/d): fixed RoPE angles over the full width
+                     (a buffer, not a parameter), delta and b learnable scalars per layer
+                     then SASRec's masked softmax attention on the transformed q, k
+Phase contrastive loss (Sec. 3.3), every layer, training only, on Q~ and K~ (full d):
+                     Phi = phases, Phi' = Dropout_0.5(Phi),  S[t, u] = sum_i w_i cos(Phi_t,i - Phi'_u,i)
+                     l = lamb * mean_{b,t} -log(exp(S_tt / tau) / (sum_u exp(S_tu / tau) + 1e-5))
+                     layer loss l(Q~) + l(K~), summed over layers into the CE loss.
+With delta = 1 and b = 0 the transform is exactly interleaved RoPE on q and k.
+
+Deviations, declared: the contrastive loss is skipped at inference and when lamb = 0 (the official
+code computes it in every forward, unused in eval); alpha is broadcast, not repeated per batch;
+the phases Phi are taken from theta' directly instead of re-deriving them with atan2 from the
+transformed pairs (identical modulo 2 pi, which cos and sin and the 0/2x dropout do not see).
+Parameter count: the official printout (363,652 at L=200, d=64) includes angle tables held as
+nn.Parameter that never train (alpha is used through .data); here they are buffers, so the count
+is 25,600 lower at that shape with the same trainable set.
+Defaults are the RecGRELA repo's EulerFormer baseline (d 64, 2 layers, 2 heads, dropouts 0.2,
+euler_bias, lamb 1e-5, tau 1, delta_0 1, L = 200), the setting of the paper being reproduced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .layers import rope_angles
+from .sasrec import SASRec, SASRecConfig, TransformerLayer
+
+
+@dataclass
+class EulerFormerConfig(SASRecConfig):
+    max_len: int = 200
+    hidden_dropout: float = 0.2
+    attn_dropout: float = 0.2
+    euler_bias: bool = True  # learnable query phase bias b
+    init_factor: float = 1.0  # delta_0
+    lamb: float = 1e-5  # contrastive loss weight lambda_c (0 disables it)
+    tep: float = 1.0  # temperature tau
+    cl_dropout: float = 0.5  # dropout on the phases of the contrastive view
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.d_model % 2 or self.head_dim % 2:
+            raise ValueError("the Euler transform pairs channels: d_model and d_model/n_heads must be even")
+        if self.tep <= 0:
+            raise ValueError(f"tep (temperature) must be positive, got {self.tep}")
+
+
+def euler_transform(x: torch.Tensor, delta, offset) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lambda, theta) -> (lambda cos theta', lambda sin theta'), theta' = delta theta + offset.
+
+    x: [B, L, d]; offset broadcasts against [B, L, d/2]. Returns (x~ [B, L, d], theta' [B, L, d/2]).
+    """
+    pairs = x.float().unflatten(-1, (-1, 2))  # [B, L, d/2, 2]
+    real, imag = pairs.unbind(-1)
+    magnitude, phase = torch.hypot(real, imag), torch.atan2(imag, real)
+    phase = delta * phase + offset
+    return torch.stack((magnitude * phase.cos(), magnitude * phase.sin()), dim=-1).flatten(-2), phase
+
+
+def phase_contrastive_loss(phase: torch.Tensor, weight: torch.Tensor, tau: float, dropout: float) -> torch.Tensor:
+    """InfoNCE over slots with the diagonal as positives; phase [B, L, d/2], S is [B, L, L]."""
+    view = F.dropout(phase, p=dropout, training=True)  # Phi' (inverted dropout on the angles)
+    cos_q, sin_q = weight * phase.cos(), weight * phase.sin()
+    sim = cos_q @ view.cos().transpose(1, 2) + sin_q @ view.sin().transpose(1, 2)  # [B, L, L]
+    logits = sim / tau  # no max-subtraction and no padding mask, as official
+    positive = logits.diagonal(dim1=1, dim2=2).exp()
+    return -(positive / (logits.exp().sum(dim=-1) + 1e-5)).log().mean()
+
+
+class PositionAngles(nn.Module):
+    """alpha[t, i] = t * 10000^(-2i/d): one fixed buffer [L, d/2], shared by every layer's module."""
+
+    def __init__(self, max_len: int, d_model: int):
+        super().__init__()
+        self.register_buffer("alpha", rope_angles(max_len, d_model), persistent=False)
+
+
+class EulerQK(nn.Module):
+    """Per-layer Euler transform of q and k, plus that layer's contrastive loss in training."""
+
+    def __init__(self, config: EulerFormerConfig, angles: PositionAngles):
+        super().__init__()
+        self.config = config
+        self.angles = angles  # shared submodule: .to(device) moves its buffer once for all layers
+        self.delta = nn.Parameter(torch.tensor(float(config.init_factor)))
+        self.bias = nn.Parameter(torch.zeros(())) if config.euler_bias else None
+        self.cl_weight = nn.Parameter(torch.ones(config.d_model // 2))
+        self.last_loss: torch.Tensor | None = None
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor):
+        alpha = self.angles.alpha[: q.shape[1]]
+        q, q_phase = euler_transform(q, self.delta, alpha if self.bias is None else alpha + self.bias)
+        k, k_phase = euler_transform(k, self.delta, alpha)
+        c = self.config
+        if self.training and c.lamb > 0:
+            self.last_loss = c.lamb * sum(phase_contrastive_loss(p, self.cl_weight, c.tep, c.cl_dropout)
+                                          for p in (q_phase, k_phase))
+        else:
+            self.last_loss = None
+        return q, k
+
+
+class EulerFormer(SASRec):
+    causal = True  # the attention is masked; the contrastive loss never feeds the hidden states
+    faithful_to = "Ethan-TZ/EulerFormer@0c50ff1 layers.py (EulerFormer on RecBole SASRec)"
+    config_class = EulerFormerConfig
+
+    def __init__(self, config: EulerFormerConfig):
+        super().__init__(config)
+        self.input_phase = nn.Embedding(config.max_len, config.d_model // 2)
+        nn.init.zeros_(self.input_phase.weight)  # explicit zero init, after RecBole's init
+
+    def make_layer(self, config) -> TransformerLayer:
+        if not hasattr(self, "angles"):  # one fixed angle table [L, d/2] for every layer
+            self.angles = PositionAngles(config.max_len, config.d_model)
+        return TransformerLayer(config, self.make_kernel(config), EulerQK(config, self.angles))
+
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        x = super().embed(item_seq)  # E[S] + P
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        return euler_transform(x, 1.0, self.input_phase(positions))[0]
+
+    def auxiliary_loss(self) -> torch.Tensor | None:
+        losses = [layer.attention.qk_transform.last_loss for layer in self.layers]
+        losses = [loss for loss in losses if loss is not None]
+        return sum(losses) if losses else None
+
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        flops = super().layer_flops(batch_size, seq_len)
+        if self.training and self.config.lamb > 0:  # two [L, d/2] x [d/2, L] products, for q and k
+            flops += 4 * batch_size * seq_len ** 2 * self.config.d_model
+        return flops
