@@ -95,6 +95,8 @@ def measure(point: Point, row: dict) -> None:
     fwd = w.model.forward_flops(point.batch_size, point.seq_len)
     row["fwd_flops_analytic"] = fwd
     row["step_flops_analytic"] = 3 * fwd if point.workload == "train" else fwd  # bwd = 2 x fwd for products
+    scan = w.model.scan_flops(point.batch_size, point.seq_len)
+    row["scan_flops_analytic"] = 3 * scan if point.workload == "train" else scan
 
     if point.flops:
         count = fvcore_forward_flops(w.forward_module, w.inputs)

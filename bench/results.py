@@ -33,6 +33,7 @@ COLUMNS = [
     # FLOPs = 2 x multiply-adds of matrix-product ops, whole batch; counter named in the column
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
     "fwd_flops_analytic", "step_flops_analytic", "fvcore_skipped_ops", "flopcounter_device",
+    "scan_flops_analytic",  # element-wise recurrence work no counter sees (whole step; not in the above)
     # environment
     "device", "device_name", "dtype", "threads", "torch_version", "python_version",
     "git_commit", "timestamp_utc", "mem_limit_gib", "time_limit_s", "seed",

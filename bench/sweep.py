@@ -161,6 +161,10 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
     start, rows = time.monotonic(), []
     for i, point in enumerate(todo, 1):
         row = run_isolated(point)
+        unknown = sorted(set(row) - set(results.COLUMNS))
+        if unknown:  # a child from other code than this parent (the tree changed mid-run)
+            log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
+            row = {k: v for k, v in row.items() if k in results.COLUMNS}
         results.append_row(csv_path, row)
         rows.append(row)
         elapsed = time.monotonic() - start

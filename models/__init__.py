@@ -15,6 +15,7 @@ import dataclasses
 from .base import SeqRecConfig, SequentialRecommender
 from .eulerformer import EulerFormer
 from .linrec import LinRec
+from .lrurec import LRURec
 from .recgrela import RecGRELA
 from .sasrec import SASRec
 
@@ -23,6 +24,7 @@ REGISTRY: dict[str, type[SequentialRecommender]] = {
     "linrec": LinRec,
     "recgrela": RecGRELA,
     "eulerformer": EulerFormer,
+    "lrurec": LRURec,
 }
 
 

@@ -92,9 +92,10 @@ class SequentialRecommender(nn.Module):
         return loss if auxiliary is None else loss + auxiliary
 
     def num_params(self) -> tuple[int, int]:
-        """(total, trainable) parameter counts; buffers are not parameters."""
+        """(total, trainable) counts of real parameters (a complex one counts 2); buffers excluded."""
         params = list(self.parameters())
-        return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+        size = lambda p: p.numel() * (2 if p.is_complex() else 1)  # noqa: E731
+        return sum(map(size, params)), sum(size(p) for p in params if p.requires_grad)
 
     # --- analytic cost -------------------------------------------------------------------------
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
@@ -109,4 +110,8 @@ class SequentialRecommender(nn.Module):
 
     def extra_flops(self, batch_size: int, seq_len: int) -> int:
         """FLOPs outside the layers and the output product (0 unless a model overrides it)."""
+        return 0
+
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward FLOPs of element-wise recurrences (scans) that no counter sees; 0 if none."""
         return 0

@@ -287,3 +287,28 @@ def test_eulerformer_contrastive_loss_only_in_training():
     assert off.auxiliary_loss() is None and off.forward_flops(3, 12) == model.forward_flops(3, 12)
     assert "alpha" not in dict(model.named_parameters())  # a fixed buffer, one copy
     assert len([b for n, b in model.named_buffers() if n.endswith("alpha")]) == 1
+
+
+# --- LRURec ------------------------------------------------------------------------------------
+def test_lrurec_parameter_count_matches_official():
+    model = models.build("lrurec", n_items=3417)
+    assert model.num_params()[0] == 355_993  # complex parameters count as two reals
+    lru = model.blocks[0].lru
+    assert sum(p.numel() * (2 if p.is_complex() else 1) for p in lru.parameters()) == 33_664
+
+
+def test_lru_layer_equals_stepwise_recurrence():
+    torch.manual_seed(0)
+    model = models.build("lrurec", **SMALL).eval()
+    lru = model.blocks[0].lru
+    x = torch.randn(2, 12, 16)
+    nu_log, theta_log, gamma_log = lru.params_log
+    lam = torch.exp(torch.complex(-nu_log.exp(), theta_log.exp()))
+    assert torch.all(lam.abs() < 1)  # ring init keeps the recurrence stable
+    b = gamma_log.exp() * lru.in_proj(x.to(torch.complex64))
+    h, states = torch.zeros(2, 32, dtype=torch.complex64), []
+    for b_t in b.unbind(1):
+        h = lam * h + b_t
+        states.append(h)
+    ref = lru.norm(lru.out_proj(torch.stack(states, 1)).real + x)
+    assert_close("lru layer", ref, lru(x), rtol=1e-4, atol=1e-5)

@@ -23,6 +23,9 @@ counters, so the counters agree exactly on the same forward pass. SDPA is counte
   torch 2.13's ``convolution_backward`` formula ignores ``groups`` in its grad-weight term, so a
   depthwise conv's backward comes out C times too large; :func:`conv_backward_flops` replaces it
   (each of grad-input and grad-weight costs exactly the forward's multiply-adds).
+- Complex tensors: both counters count a product by its shape; a complex multiply-add is 4 real
+  ones, so every matrix-product handle/formula here multiplies by 4 when an operand is complex
+  (LRURec's complex projections).
 - :func:`check_nonzero`: every counter result goes through it; a silent 0 is an error.
 """
 
@@ -89,6 +92,20 @@ def _sdpa_mac_handle(get_shape: Callable[[Any], list[int] | None]) -> Callable[[
     return sdpa_macs
 
 
+def _complex_aware_handle(handle: Callable[[list, list], Any]) -> Callable[[list, list], Any]:
+    """fvcore handle x4 when the first operand is complex (a complex MAC = 4 real MACs)."""
+
+    def counted(inputs: list, outputs: list):
+        macs = handle(inputs, outputs)
+        try:
+            scalar_type = inputs[0].type().scalarType() or ""
+        except (AttributeError, RuntimeError):
+            scalar_type = ""
+        return 4 * macs if "Complex" in scalar_type else macs
+
+    return counted
+
+
 def fvcore_forward_flops(module: torch.nn.Module, inputs: tuple) -> FvcoreCount:
     """Forward FLOPs (2 x MACs) of ``module(*inputs)`` counted by fvcore under our convention."""
     if not isinstance(module, torch.nn.Module):
@@ -105,13 +122,13 @@ def fvcore_forward_flops(module: torch.nn.Module, inputs: tuple) -> FvcoreCount:
         analysis.clear_op_handles()
         analysis.set_op_handle(
             **{
-                "aten::addmm": jh.addmm_flop_jit,
-                "aten::bmm": jh.bmm_flop_jit,
+                "aten::addmm": _complex_aware_handle(jh.addmm_flop_jit),
+                "aten::bmm": _complex_aware_handle(jh.bmm_flop_jit),
                 "aten::_convolution": jh.conv_flop_jit,
-                "aten::einsum": jh.einsum_flop_jit,
-                "aten::matmul": jh.matmul_flop_jit,
-                "aten::mm": jh.matmul_flop_jit,
-                "aten::linear": jh.linear_flop_jit,
+                "aten::einsum": _complex_aware_handle(jh.einsum_flop_jit),
+                "aten::matmul": _complex_aware_handle(jh.matmul_flop_jit),
+                "aten::mm": _complex_aware_handle(jh.matmul_flop_jit),
+                "aten::linear": _complex_aware_handle(jh.linear_flop_jit),
                 "aten::scaled_dot_product_attention": _sdpa_mac_handle(jh.get_shape),
             }
         )
@@ -132,6 +149,20 @@ def conv_backward_flops(grad_out_shape, x_shape, w_shape, _bias, _stride, _paddi
     return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
 
 
+def _complex_aware_formula(op: Any) -> Callable[..., int]:
+    """torch's registered formula for `op`, x4 when an operand is complex."""
+    from torch.utils.flop_counter import flop_registry
+
+    base = flop_registry[op]  # already takes raw arguments (shape-wrapped inside)
+
+    def formula(*args, out_val=None, **kwargs) -> int:
+        flops = base(*args, out_val=out_val, **kwargs)
+        return 4 * flops if any(isinstance(a, torch.Tensor) and a.is_complex() for a in args) else flops
+
+    formula._get_raw = True  # FlopCounterMode passes tensors, so the dtype is visible
+    return formula
+
+
 def flopcounter_flops(fn: Callable[[], object]) -> int:
     """FLOPs of everything ``fn()`` runs (backward included if it calls ``.backward()``)."""
     if not callable(fn):
@@ -139,8 +170,10 @@ def flopcounter_flops(fn: Callable[[], object]) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    counter = FlopCounterMode(display=False,
-                              custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flops})
+    aten = torch.ops.aten
+    mapping = {op: _complex_aware_formula(op) for op in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)}
+    mapping[aten.convolution_backward] = conv_backward_flops
+    counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with sdpa_kernel(SDPBackend.MATH), counter:
         fn()
     return int(counter.get_total_flops())
