@@ -94,9 +94,10 @@ def measure(point: Point, row: dict) -> None:
     row["params_total"], row["params_trainable"] = w.model.num_params()
     fwd = w.model.forward_flops(point.batch_size, point.seq_len)
     row["fwd_flops_analytic"] = fwd
-    row["step_flops_analytic"] = 3 * fwd if point.workload == "train" else fwd  # bwd = 2 x fwd for products
+    train = point.workload == "train"
+    row["step_flops_analytic"] = w.model.step_flops(point.batch_size, point.seq_len) if train else fwd
     scan = w.model.scan_flops(point.batch_size, point.seq_len)
-    row["scan_flops_analytic"] = 3 * scan if point.workload == "train" else scan
+    row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
 
     if point.flops:
         count = fvcore_forward_flops(w.forward_module, w.inputs)

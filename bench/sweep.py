@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"layers={point.n_layers} heads={point.n_heads} d={point.d_model}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    (out / "command.txt").write_text("python -m bench.sweep " + shlex.join(argv) + "\n")
+    with open(out / "command.txt", "a") as handle:  # a resumed run appends its own command
+        handle.write(f"{results.utc_now()}  python -m bench.sweep {shlex.join(argv)}\n")
     print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
     try:
         run_sweep(points, csv_path, args.resume, log=lambda line: print(line, flush=True))

@@ -16,6 +16,7 @@ from .base import SeqRecConfig, SequentialRecommender
 from .eulerformer import EulerFormer
 from .linrec import LinRec
 from .lrurec import LRURec
+from .mamba4rec import Mamba4Rec
 from .recgrela import RecGRELA
 from .sasrec import SASRec
 
@@ -25,6 +26,7 @@ REGISTRY: dict[str, type[SequentialRecommender]] = {
     "recgrela": RecGRELA,
     "eulerformer": EulerFormer,
     "lrurec": LRURec,
+    "mamba4rec": Mamba4Rec,
 }
 
 

@@ -108,6 +108,11 @@ class SequentialRecommender(nn.Module):
         output = 2 * batch_size * c.d_model * c.n_items
         return c.n_layers * self.layer_flops(batch_size, seq_len) + self.extra_flops(batch_size, seq_len) + output
 
+    def step_flops(self, batch_size: int, seq_len: int) -> int:
+        """Analytic FLOPs of a train step (forward + backward): the backward of a product costs two
+        products of its size, so 3 x forward unless a model's custom backward does otherwise."""
+        return 3 * self.forward_flops(batch_size, seq_len)
+
     def extra_flops(self, batch_size: int, seq_len: int) -> int:
         """FLOPs outside the layers and the output product (0 unless a model overrides it)."""
         return 0

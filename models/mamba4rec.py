@@ -1,0 +1,167 @@
+"""Mamba4Rec (Liu et al., 2024; chengkai-liu/Mamba4Rec `mamba4rec.py`) and the Mamba-1 block it
+shares with EchoMamba4Rec and SIGMA (state-spaces/mamba v1.1.4 `Mamba`, re-written, not copied).
+
+Mamba block, x: [B, L, d] -> [B, L, d], D_in = expand * d, N = d_state, R = ceil(d / 16):
+  [u0; z] = x W_in^T                        no bias; two halves of width D_in
+  u = SiLU(CausalDWConv_k(u0))              depthwise, kernel d_conv = 4, with bias
+  [dt; B; C] = u W_x^T                      widths R, N, N; B and C shared by every channel
+  delta = softplus(dt W_dt^T + b_dt)        [B, L, D_in]
+  A = -exp(A_log)                           A_log[c, n] = log(n + 1): S4D-real init
+  y = SelectiveScan(u, delta, A, B, C) + D u       h_t = exp(delta_t A) h_{t-1} + delta_t u_t B_t,
+                                                   y_t = C_t . h_t   (models/ops/selective_scan.py)
+  out = (y * SiLU(z)) W_out^T               no bias
+Mamba4Rec wrapper:
+  X0 = LN_1e-12(Dropout(E[S]))              dropout before LN; no position embedding
+  per layer: X' = LN(Dropout(Mamba(X)) + X), except with ONE layer: X' = LN(Dropout(Mamba(X)))
+             X = LN(Dropout(W2 Dropout(GELU(W1 X'))) + X')         inner 4d
+  u = X[n_b - 1]; scores u E^T; CE over all ids.
+
+Initialisation: RecBole's `_init_weights` runs over the whole model, Mamba's Linears included: every
+Linear weight ~ N(0, 0.02^2) and every Linear bias zeroed, so the delta bias starts at 0 (delta
+about softplus(0) = 0.69) and Mamba's own dt init never survives; it is therefore not computed.
+Conv1d keeps PyTorch's default init; A_log and D keep Mamba's.
+Scan paths (config `scan`): "chunked" (default; custom autograd Function keeping chunk-boundary
+states and recomputing chunks in backward, the memory class of the official CUDA kernel),
+"loop" (per-step loop with plain autograd) and "ref" (written the way mamba_ssm's
+`selective_scan_ref` indexes time; an oracle and the slow baseline, never a default).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import SeqRecConfig, SequentialRecommender
+from .layers import CausalDepthwiseConv1d, FeedForward, recbole_init
+from .ops import selective_scan as scan_ops
+
+# Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
+# (forward, backward). The forward readout <C_t, h_t> is a product in every path; in backward the
+# chunked path contracts one product (dC) and does the rest element-wise, while plain autograd
+# differentiates the readout product twice. Pinned against FlopCounterMode in tests/test_models.py.
+SCAN_PRODUCT_FLOPS = {"chunked": (2, 2), "loop": (2, 4), "ref": (2, 4)}
+SCANS = {"chunked": scan_ops.selective_scan, "loop": scan_ops.selective_scan_loop, "ref": scan_ops.selective_scan_ref}
+
+
+@dataclass
+class MambaConfig(SeqRecConfig):
+    """Mamba4Rec `config.yaml` defaults (ML-1M: L = 200)."""
+
+    max_len: int = 200
+    d_model: int = 64
+    n_layers: int = 1
+    n_heads: int = 1  # Mamba has no heads; kept so every model reads the same grid
+    dropout: float = 0.2
+    d_state: int = 32
+    d_conv: int = 4
+    expand: int = 2
+    scan: str = "chunked"
+    scan_chunk: int = 32
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {self.scan!r}")
+        for name in ("d_state", "d_conv", "expand", "scan_chunk"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @property
+    def d_inner(self) -> int:
+        return self.expand * self.d_model
+
+    @property
+    def dt_rank(self) -> int:
+        return math.ceil(self.d_model / 16)
+
+
+class MambaBlock(nn.Module):
+    def __init__(self, config: MambaConfig):
+        super().__init__()
+        d, D, N, R = config.d_model, config.d_inner, config.d_state, config.dt_rank
+        self.d_state, self.dt_rank = N, R
+        self.in_proj = nn.Linear(d, 2 * D, bias=False)
+        self.conv = CausalDepthwiseConv1d(D, config.d_conv)
+        self.x_proj = nn.Linear(D, R + 2 * N, bias=False)
+        self.dt_proj = nn.Linear(R, D, bias=True)
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(D, 1))  # [D, N]
+        self.D = nn.Parameter(torch.ones(D))
+        self.out_proj = nn.Linear(D, d, bias=False)
+        self.scan = SCANS[config.scan]
+        self.scan_product_flops = SCAN_PRODUCT_FLOPS[config.scan]
+        self.scan_kwargs = {"chunk_size": config.scan_chunk} if config.scan == "chunked" else {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [B, L, D_in] each
+        u = F.silu(self.conv(u))
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))  # [B, L, D_in]
+        A = -torch.exp(self.A_log)  # [D_in, N]
+        y = self.scan(u, delta, A, B, C, self.D, **self.scan_kwargs)  # [B, L, D_in]
+        return self.out_proj(y * F.silu(z))
+
+    def flops(self, tokens: int) -> int:
+        """Forward product FLOPs for `tokens` = B * L positions: projections, conv, scan readout."""
+        D, d = self.D.numel(), self.out_proj.out_features
+        k, N, R = self.conv.kernel_size, self.d_state, self.dt_rank
+        projections = 2 * tokens * (d * 2 * D + k * D + D * (R + 2 * N) + R * D + D * d)
+        return projections + self.scan_product_flops[0] * tokens * D * N
+
+    def backward_shortfall(self, tokens: int) -> int:
+        """How far the scan's backward products fall below the generic 2 x forward rule."""
+        forward, backward = self.scan_product_flops
+        return (2 * forward - backward) * tokens * self.D.numel() * self.d_state
+
+    def scan_flops(self, tokens: int) -> int:
+        """Element-wise scan work no counter sees, forward: per state delta*u*B (1) and the update (2)."""
+        return 3 * tokens * self.D.numel() * self.d_state
+
+
+class MambaLayer(nn.Module):
+    """Mamba4Rec's MambaLayer: Mamba, dropout, (residual,) LN, then the GELU FFN."""
+
+    def __init__(self, config: MambaConfig, residual: bool):
+        super().__init__()
+        self.mamba = MambaBlock(config)
+        self.residual = residual
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
+        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "gelu",
+                               post_norm_eps=1e-12, inner_dropout=True)
+
+    def forward(self, x):
+        y = self.dropout(self.mamba(x))
+        return self.ffn(self.norm(y + x if self.residual else y))
+
+
+class Mamba4Rec(SequentialRecommender):
+    causal = True
+    faithful_to = "chengkai-liu/Mamba4Rec@44a0c84 mamba4rec.py + state-spaces/mamba v1.1.4 Mamba"
+    config_class = MambaConfig
+
+    def __init__(self, config: MambaConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
+        self.layers = nn.ModuleList(MambaLayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers))
+        self.apply(recbole_init)
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        tokens, d = batch_size * seq_len, self.config.d_model
+        return self.layers[0].mamba.flops(tokens) + 16 * tokens * d * d  # + FFN
+
+    def step_flops(self, batch_size: int, seq_len: int) -> int:
+        shortfall = self.layers[0].mamba.backward_shortfall(batch_size * seq_len)
+        return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
+
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
+        return self.config.n_layers * self.layers[0].mamba.scan_flops(batch_size * seq_len)
