@@ -16,7 +16,7 @@ import models
 AXES = {"seqlen": "seq_len", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
         "dmodel": "d_model"}
 WORKLOADS = ("train", "infer")
-DEFAULT_MODELS = ("sasrec", "linrec", "recgrela")
+DEFAULT_MODELS = ("recgrela", "linrec", "sasrec", "eulerformer", "mamba4rec", "lrurec")  # the product card
 
 
 @dataclass(frozen=True)

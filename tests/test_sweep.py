@@ -123,3 +123,22 @@ def test_csv_append_is_whole_rows(tmp_path):
     with pytest.raises(ValueError, match="outside the schema"):
         results.append_row(path, {"not_a_column": 1})
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("axis", ["seq_len", "n_heads", "n_layers"])
+def test_every_model_measures_on_every_axis(axis):
+    """Each registered model, both workloads, off the base value of the axis (in-process, tiny shapes)."""
+    import models
+    from bench.point import run
+
+    base = dict(seq_len=12, batch_size=2, n_layers=1, n_heads=2, d_model=16, n_items=40)
+    values = {"seq_len": (8,), "n_heads": (1,), "n_layers": (2,)}[axis]
+    for name in models.available():
+        for workload in ("train", "infer"):
+            for value in values:
+                point = Point(name, (), workload, axis, warmup=0, repeats=1, **dict(base, **{axis: value}))
+                row = run(point)
+                assert row["status"] == "ok", (name, workload, axis, value, row.get("reason"))
+                assert row["fwd_flops_fvcore"] == row["fwd_flops_flopcounter"] == row["fwd_flops_analytic"]
+                assert row["step_flops_flopcounter"] == row["step_flops_analytic"]
+                assert row["tracked_peak_bytes"] > 0 and row["time_median_ms"] > 0

@@ -31,6 +31,8 @@ from types import TracebackType
 
 import torch
 
+from bench.measure.device import resolve_device
+
 __all__ = [
     "MEMTRACKER_CATEGORIES",
     "CudaPeak",
@@ -69,22 +71,6 @@ class CudaPeak:
     peak_reserved_mib: float
 
 
-def _to_device(device: torch.device | str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"Expected a torch.device or a device string such as 'cpu' or 'cuda:0', got {device!r}."
-        ) from exc
-    if dev.type == "cuda" and dev.index is None:
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"Device {str(dev)!r} was requested but CUDA is not available in this process."
-            )
-        dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def tracked_peak(
     step: Callable[[], object], *track: object, device: torch.device | str = "cpu"
 ) -> TrackedPeak:
@@ -95,7 +81,7 @@ def tracked_peak(
     """
     if not callable(step):
         raise ValueError(f"Expected a callable step taking no arguments, got {type(step).__name__}.")
-    dev = _to_device(device)
+    dev = resolve_device(device)
     try:
         from torch.distributed._tools.mem_tracker import MemTracker
     except Exception as exc:  # private API: absent in some builds/versions
@@ -142,7 +128,7 @@ def cuda_allocator_peak(step: Callable[[], object], device: torch.device | str) 
         raise ValueError(
             f"cuda_allocator_peak measures the CUDA caching allocator and needs a CUDA device, got {str(dev)!r}."
         )
-    dev = _to_device(dev)
+    dev = resolve_device(dev)
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     step()

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import torch
 
+from bench.measure.device import resolve_device
+
 __all__ = ["TimingResult", "measure_time", "set_cpu_threads"]
 
 
@@ -82,27 +84,6 @@ def _summarise(
     )
 
 
-def _resolve_device(device: torch.device | str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"Expected a torch.device or a device string such as 'cpu' or 'cuda:0', got {device!r}."
-        ) from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(
-            f"Timing supports the 'cpu' and 'cuda' device types only, got {str(dev)!r}."
-        )
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(
-                f"Device {str(dev)!r} was requested but CUDA is not available in this process."
-            )
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    return dev
-
-
 def measure_time(
     step: Callable[[], object],
     *,
@@ -129,7 +110,7 @@ def measure_time(
         raise ValueError(
             f"Expected min_total_s to be None or a finite number of seconds >= 0, got {min_total_s!r}."
         )
-    dev = _resolve_device(device)
+    dev = resolve_device(device, ("cpu", "cuda"))
     if dev.type == "cuda":
         return _time_cuda(step, dev, warmup, repeats, min_total_s)
     return _time_cpu(step, warmup, repeats, min_total_s)

@@ -1,0 +1,25 @@
+"""Device argument parsing shared by the measurement modules."""
+from __future__ import annotations
+
+import torch
+
+
+def resolve_device(device: torch.device | str, types: tuple[str, ...] | None = None) -> torch.device:
+    """A torch.device from a device or string; CUDA gets an explicit index and must exist.
+
+    `types` restricts the accepted device types (e.g. ("cpu", "cuda") for timing).
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"Expected a torch.device or a device string such as 'cpu' or 'cuda:0', got {device!r}."
+        ) from exc
+    if types is not None and dev.type not in types:
+        raise ValueError(f"Supported device types are {', '.join(types)}; got {str(dev)!r}.")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"Device {str(dev)!r} was requested but CUDA is not available in this process.")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
