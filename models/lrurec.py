@@ -19,8 +19,9 @@ vector at the last real slot, CE over the catalogue at that slot only. Deviation
   (the official code pays ~28% more slots at L=200).
 - LRURec natively supervises every position (B x L x N logits); here only the last real slot is
   scored, like every other model in the suite.
-- The scan is `models.ops.linear_scan` (log-depth doubling with a two-tensor backward) rather
-  than the official block-doubling with autograd through every level: same recurrence.
+- The scan is `models.ops.linear_scan` (work-efficient log-depth pairing scan with a two-tensor
+  backward) rather than the official block-doubling with autograd through every level: same
+  recurrence. `scan=sequential` runs the step-by-step oracle instead (for comparison).
 Kept as official: the complex64 in/out projections (their real-input and real-output halves
 are wasted work, as in the official code), the truncated-normal init (std 0.02, cut at +-0.04)
 of every weight and bias except the LayerNorms and the LRU's logs, no padding_idx.
@@ -36,7 +37,9 @@ import torch.nn.functional as F
 
 from .base import SeqRecConfig, SequentialRecommender
 from .layers import FeedForward
-from .ops.linear_scan import linear_scan
+from .ops.linear_scan import linear_scan, linear_scan_ref
+
+SCANS = {"parallel": linear_scan, "sequential": linear_scan_ref}
 
 
 @dataclass
@@ -52,9 +55,12 @@ class LRURecConfig(SeqRecConfig):
     r_min: float = 0.8
     r_max: float = 0.99
     max_phase: float = 2 * math.pi
+    scan: str = "parallel"  # "parallel" (log-depth, default) | "sequential" (the step-by-step oracle)
 
     def __post_init__(self):
         super().__post_init__()
+        if self.scan not in SCANS:
+            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {self.scan!r}")
         if not 0 < self.r_min < self.r_max < 1:
             raise ValueError(f"ring init needs 0 < r_min < r_max < 1, got {self.r_min}, {self.r_max}")
 
@@ -73,12 +79,13 @@ class LRULayer(nn.Module):
         self.out_proj = nn.Linear(P, d, dtype=torch.complex64)
         self.dropout = nn.Dropout(config.lru_dropout)
         self.norm = nn.LayerNorm(d, eps=1e-5)
+        self.scan = SCANS[config.scan]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nu_log, theta_log, gamma_log = self.params_log
         lam = torch.exp(torch.complex(-nu_log.exp(), theta_log.exp()))  # [P]
         b = gamma_log.exp() * self.in_proj(x.to(torch.complex64))  # [B, L, P]
-        h = linear_scan(lam, b)  # [B, L, P], h_t = lambda h_{t-1} + b_t
+        h = self.scan(lam, b)  # [B, L, P], h_t = lambda h_{t-1} + b_t
         y = self.out_proj(h).real  # [B, L, d]
         return self.norm(self.dropout(y) + x)
 

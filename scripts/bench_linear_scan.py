@@ -1,12 +1,21 @@
-"""Time and tracked peak memory of fwd+bwd: `linear_scan` (doubling scan, custom backward) vs
+"""Time and tracked peak memory of fwd+bwd: `linear_scan` (odd-even scan, custom backward) vs
 `linear_scan_ref` (time loop under autograd), on one shape.
 
     .venv/bin/python scripts/bench_linear_scan.py [--B 64 --L 1024 --P 128 --dtype complex64]
+                                                  [--broadcast-a] [--interleave]
 
 Memory is MemTracker's exact tensor accounting (bench.measure.memory.tracked_peak) over one
 fwd+bwd step, including the inputs a, b and the upstream gradient; it is also shown in units of
 one input-sized tensor. Times are medians of individually timed runs after warm-up
 (bench.measure.timing.measure_time), on a fixed CPU thread count.
+
+Order matters on CPU: by default `linear_scan` is timed first, then `linear_scan_ref`. glibc
+serves a request above its mmap threshold (32 MiB at most) from a free heap chunk when one fits,
+else with fresh mmap'd pages; the reference's thousands of small per-step tensors grow that
+heap, after which input-sized outputs (of either path) reuse warm pages instead of paying
+first-touch page faults (~40 ms per 64 MiB tensor on this project's 2-core VM).
+``--interleave`` warms both paths first and then alternates their timed runs, so both see the
+same allocator state.
 """
 from __future__ import annotations
 
@@ -52,6 +61,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--interleave", action="store_true",
+                   help="warm both paths, then alternate their timed runs (same allocator state)")
     args = p.parse_args()
 
     threads = set_cpu_threads(args.threads)
@@ -65,9 +76,21 @@ def main() -> None:
             fn(a, b).backward(g)
         return run
 
+    paths = (("linear_scan", linear_scan), ("linear_scan_ref", linear_scan_ref))
     rows = {}
-    for name, fn in (("linear_scan", linear_scan), ("linear_scan_ref", linear_scan_ref)):
-        t = measure_time(step(fn), warmup=args.warmup, repeats=args.repeats)
+    if args.interleave:
+        for _, fn in paths:
+            for _ in range(args.warmup):
+                step(fn)()
+        runs = {name: [] for name, _ in paths}
+        for _ in range(args.repeats):
+            for name, fn in paths:
+                runs[name].append(measure_time(step(fn), warmup=0, repeats=1).median_ms)
+    for name, fn in paths:
+        if args.interleave:
+            t = _summary(runs[name])
+        else:
+            t = measure_time(step(fn), warmup=args.warmup, repeats=args.repeats)
         a.grad = b.grad = None
         mem = tracked_peak(step(fn), a, b, g).total_bytes
         rows[name] = (t, mem)
@@ -81,7 +104,21 @@ def main() -> None:
               f"{mem / 2**20:>11.1f}{mem / unit:>12.2f}")
     (ts, ms), (tr, mr) = rows["linear_scan"], rows["linear_scan_ref"]
     print(f"ratio scan/ref: time {ts.median_ms / tr.median_ms:.2f}x, peak memory {ms / mr:.2f}x"
-          f"  ({args.repeats} timed runs after {args.warmup} warm-up)")
+          f"  ({args.repeats} timed runs after {args.warmup} warm-up"
+          f"{', interleaved' if args.interleave else ', scan first'})")
+
+
+def _summary(times_ms: list[float]):
+    """median / p20 / p80 (linear interpolation, as bench.measure.timing) of interleaved runs."""
+    s = sorted(times_ms)
+
+    def pct(q: float) -> float:
+        pos = (len(s) - 1) * q / 100
+        lo = math.floor(pos)
+        hi = min(lo + 1, len(s) - 1)
+        return s[lo] + (s[hi] - s[lo]) * (pos - lo)
+
+    return argparse.Namespace(median_ms=pct(50), p20_ms=pct(20), p80_ms=pct(80))
 
 
 if __name__ == "__main__":
