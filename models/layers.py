@@ -15,7 +15,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -89,6 +88,8 @@ def rope_angles(max_len: int, dim: int, base: float = 10000.0) -> torch.Tensor:
 class RotaryEmbedding(nn.Module):
     """RoPE on interleaved pairs (x_2i, x_2i+1) over the full width (not per head), in fp32.
 
+    Each pair is read as the complex number x_2i + j x_2i+1 and multiplied by e^{j angle[t, i]}
+    (one complex multiply by a fixed table, as MLLA's RoPE does: one temporary forward and back).
     The table has exactly `max_len` slots (RecGRELA's rule: the input length must equal it).
     Applied to x[..., L, (G,) dim] with slots on the dimension `seq_dim`; extra group dimensions
     between L and the width (e.g. q and k stacked) broadcast.
@@ -97,19 +98,15 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
         angles = rope_angles(max_len, dim, base)
-        self.register_buffer("cos", angles.cos(), persistent=False)  # [L, dim/2]
-        self.register_buffer("sin", angles.sin(), persistent=False)
+        self.register_buffer("rotation", torch.polar(torch.ones_like(angles), angles), persistent=False)  # [L, dim/2]
 
     def forward(self, x: torch.Tensor, n_group_dims: int = 0) -> torch.Tensor:
         L = x.shape[-2 - n_group_dims]
-        if L != self.cos.shape[0]:
-            raise ValueError(f"RoPE table has {self.cos.shape[0]} slots but the input has {L}")
-        shape = (L,) + (1,) * n_group_dims + (-1,)
-        cos, sin = self.cos.view(shape), self.sin.view(shape)
-        x = x.float().unflatten(-1, (-1, 2))  # [..., dim/2, 2]
-        x_even, x_odd = x.unbind(-1)
-        rotated = torch.stack((x_even * cos - x_odd * sin, x_even * sin + x_odd * cos), dim=-1)
-        return rotated.flatten(-2)
+        if L != self.rotation.shape[0]:
+            raise ValueError(f"RoPE table has {self.rotation.shape[0]} slots but the input has {L}")
+        rotation = self.rotation.view((L,) + (1,) * n_group_dims + (-1,))
+        pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())  # [..., dim/2]
+        return torch.view_as_real(pairs * rotation).flatten(-2)
 
 
 def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
@@ -121,18 +118,24 @@ def sinusoidal_positions(max_len: int, dim: int) -> torch.Tensor:
 class CausalDepthwiseConv1d(nn.Module):
     """y[:, t, c] = b_c + sum_j w_{c,j} x[:, t-k+1+j, c] (zeros before slot 0); x is [B, L, C].
 
-    The cuDNN/causal-conv1d layout: a depthwise `Conv1d(groups=C)` with left padding k-1.
-    Weights keep PyTorch's default init (RecBole's init does not touch Conv1d).
+    Mamba's layout: a depthwise `Conv1d(groups=C)` padded by k-1 on both sides, keeping the first
+    L outputs (the last k-1 are computed and dropped, as in the official code); no padded copy of
+    the input is made or saved. Weights keep PyTorch's default init (RecBole's init skips Conv1d).
     """
 
     def __init__(self, channels: int, kernel_size: int = 4, bias: bool = True):
         super().__init__()
         self.kernel_size = kernel_size
-        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, groups=channels, bias=bias,
+                              padding=kernel_size - 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.pad(x.transpose(1, 2), (self.kernel_size - 1, 0))  # [B, C, k-1+L]
-        return self.conv(x).transpose(1, 2)  # [B, L, C]
+        L = x.shape[1]
+        return self.conv(x.transpose(1, 2))[..., :L].transpose(1, 2)  # [B, C, L+k-1] -> [B, L, C]
+
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """2 x MACs over the L + k - 1 computed output positions."""
+        return 2 * batch_size * (seq_len + self.kernel_size - 1) * self.conv.out_channels * self.kernel_size
 
 
 def attention_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -103,12 +103,13 @@ class MambaBlock(nn.Module):
         y = self.scan(u, delta, A, B, C, self.D, **self.scan_kwargs)  # [B, L, D_in]
         return self.out_proj(y * F.silu(z))
 
-    def flops(self, tokens: int) -> int:
-        """Forward product FLOPs for `tokens` = B * L positions: projections, conv, scan readout."""
-        D, d = self.D.numel(), self.out_proj.out_features
-        k, N, R = self.conv.kernel_size, self.d_state, self.dt_rank
-        projections = 2 * tokens * (d * 2 * D + k * D + D * (R + 2 * N) + R * D + D * d)
-        return projections + self.scan_product_flops[0] * tokens * D * N
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward product FLOPs: projections, the causal conv and the scan readout."""
+        D, d, tokens = self.D.numel(), self.out_proj.out_features, batch_size * seq_len
+        N, R = self.d_state, self.dt_rank
+        projections = 2 * tokens * (d * 2 * D + D * (R + 2 * N) + R * D + D * d)
+        conv = self.conv.flops(batch_size, seq_len)
+        return projections + conv + self.scan_product_flops[0] * tokens * D * N
 
     def backward_shortfall(self, tokens: int) -> int:
         """How far the scan's backward products fall below the generic 2 x forward rule."""
@@ -157,7 +158,7 @@ class Mamba4Rec(SequentialRecommender):
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].mamba.flops(tokens) + 16 * tokens * d * d  # + FFN
+        return self.layers[0].mamba.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
 
     def step_flops(self, batch_size: int, seq_len: int) -> int:
         shortfall = self.layers[0].mamba.backward_shortfall(batch_size * seq_len)

@@ -180,5 +180,5 @@ class RecGRELA(SequentialRecommender):
         flops += 4 * tokens * d * c.mlp_ratio * d  # MLP
         flops += 4 * tokens * d * c.head_dim + 2 * tokens * d  # K^T V, Q (KV), Q . mean(K)
         if c.local_shortcut:
-            flops += 2 * tokens * d * c.conv_kernel  # depthwise causal conv
+            flops += self.blocks[0].shortcut.flops(batch_size, seq_len)  # depthwise causal conv
         return flops
