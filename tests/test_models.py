@@ -28,6 +28,19 @@ def assert_close(name, ref, out, rtol=1e-5, atol=1e-6):
     assert err <= atol + rtol * ref.abs().max().item(), f"{name}: max-abs {err:.3g}, rel-rms {rel_rms:.3g}"
 
 
+def assert_same_model(reference, other, item_seq, target, rtol=1e-4):
+    """Two builds of one model (other's weights loaded from reference) agree on scores and on
+    every parameter gradient; both in eval mode so dropout does not differ."""
+    other.load_state_dict(reference.state_dict())
+    reference.eval(), other.eval()
+    assert_close("scores", reference.full_scores(item_seq), other.full_scores(item_seq), rtol=rtol, atol=1e-5)
+    for model in (reference, other):
+        model.zero_grad()
+        model.loss(item_seq, target).backward()
+    for (name, a), (_, b) in zip(reference.named_parameters(), other.named_parameters()):
+        assert_close(f"grad {name}", a.grad, b.grad, rtol=rtol, atol=1e-6)
+
+
 def batch(B=3, L=12, n_items=50, seed=0):
     return make_batch(B, L, n_items, seed)
 
@@ -112,19 +125,12 @@ def test_recbole_mask_is_causal_and_key_padding():
 
 def test_sasrec_sdpa_and_math_agree():
     torch.manual_seed(0)
-    fused = models.build("sasrec", **SMALL, attention="sdpa").eval()
-    math_form = models.build("sasrec", **SMALL, attention="math").eval()
-    math_form.load_state_dict(fused.state_dict())
+    fused = models.build("sasrec", **SMALL, attention="sdpa")
+    math_form = models.build("sasrec", **SMALL, attention="math")
     item_seq, target = batch(B=4)
-    assert_close("scores", math_form.full_scores(item_seq), fused.full_scores(item_seq), rtol=1e-5, atol=1e-5)
+    assert_same_model(fused, math_form, item_seq, target)
     real = (item_seq != 0)
     assert_close("real-slot hidden", math_form(item_seq)[real], fused(item_seq)[real], rtol=1e-5, atol=1e-5)
-    # gradients agree too (dropout off so both paths are deterministic)
-    for model in (fused, math_form):
-        model.zero_grad()
-        model.loss(item_seq, target).backward()
-    for (name, a), (_, b) in zip(fused.named_parameters(), math_form.named_parameters()):
-        assert_close(f"grad {name}", b.grad, a.grad, rtol=1e-4, atol=1e-6)
 
 
 # --- LinRec attention --------------------------------------------------------------------------
@@ -301,15 +307,7 @@ def test_lrurec_parameter_count_matches_official():
 
 def test_lrurec_scan_paths_agree():
     torch.manual_seed(0)
-    fast = models.build("lrurec", **SMALL).eval()
-    slow = models.build("lrurec", **SMALL, scan="sequential").eval()
-    slow.load_state_dict(fast.state_dict())
-    item_seq, target = batch()
-    assert_close("scores", slow.full_scores(item_seq), fast.full_scores(item_seq), rtol=1e-4, atol=1e-5)
-    for model in (fast, slow):
-        model.loss(item_seq, target).backward()
-    for (name, a), (_, b) in zip(fast.named_parameters(), slow.named_parameters()):
-        assert_close(f"grad {name}", b.grad, a.grad, rtol=1e-4, atol=1e-6)
+    assert_same_model(models.build("lrurec", **SMALL), models.build("lrurec", **SMALL, scan="sequential"), *batch())
 
 
 def test_lru_layer_equals_stepwise_recurrence():
@@ -353,15 +351,8 @@ def test_declared_scan_product_flops(path):
 @pytest.mark.parametrize("scan", ["loop", "ref"])
 def test_mamba4rec_scan_paths_agree(scan):
     torch.manual_seed(0)
-    fast = models.build("mamba4rec", **dict(SMALL, n_heads=1)).eval()
-    other = models.build("mamba4rec", **dict(SMALL, n_heads=1), scan=scan).eval()
-    other.load_state_dict(fast.state_dict())
-    item_seq, target = batch()
-    assert_close("scores", other.full_scores(item_seq), fast.full_scores(item_seq), rtol=1e-4, atol=1e-5)
-    for model in (fast, other):
-        model.loss(item_seq, target).backward()
-    for (name, a), (_, b) in zip(fast.named_parameters(), other.named_parameters()):
-        assert_close(f"grad {name}", b.grad, a.grad, rtol=1e-4, atol=1e-6)
+    config = dict(SMALL, n_heads=1)
+    assert_same_model(models.build("mamba4rec", **config), models.build("mamba4rec", **config, scan=scan), *batch())
 
 
 def test_mamba4rec_init_follows_recbole_override():
