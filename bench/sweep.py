@@ -20,6 +20,7 @@ The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
@@ -214,4 +215,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)

@@ -309,6 +309,7 @@ def test_tracked_peak_far_below_autograd_doubling(monkeypatch):
     assert peaks["autograd"] >= 3 * peaks["scan"]
 
 
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore:`torch.jit.trace` is deprecated")
 def test_linear_scan_traces_under_jit():
     """fvcore counts FLOPs through a jit trace, where sizes are tensors: the scan must still run."""
     torch.manual_seed(0)
