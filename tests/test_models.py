@@ -361,3 +361,14 @@ def test_mamba4rec_init_follows_recbole_override():
     assert torch.all(block.dt_proj.bias == 0)  # RecBole zeroes every Linear bias: delta starts at softplus(0)
     assert torch.allclose(block.A_log[0], torch.log(torch.arange(1, 33.0))) and torch.all(block.D == 1)
     assert not model.layers[0].residual  # one layer: no residual around Mamba
+
+
+def test_mamba_memory_saving_functions_are_exact():
+    from models.mamba4rec import SiLUGate, SoftplusSavingOutput
+    y, z, x = (torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    assert torch.autograd.gradcheck(SiLUGate.apply, (y, z))
+    assert torch.autograd.gradcheck(SoftplusSavingOutput.apply, ((x * 5).detach().requires_grad_(),))
+    wide = torch.tensor([-30.0, -5.0, 0.0, 5.0, 19.9, 25.0], requires_grad=True)
+    SoftplusSavingOutput.apply(wide).sum().backward()
+    assert_close("softplus grad", torch.sigmoid(wide.detach()), wide.grad, rtol=1e-6, atol=1e-7)
+    assert torch.equal(SoftplusSavingOutput.apply(wide), F.softplus(wide))
