@@ -11,8 +11,6 @@
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 
@@ -91,8 +89,8 @@ class RotaryEmbedding(nn.Module):
     Each pair is read as the complex number x_2i + j x_2i+1 and multiplied by e^{j angle[t, i]}
     (one complex multiply by a fixed table, as MLLA's RoPE does: one temporary forward and back).
     The table has exactly `max_len` slots (RecGRELA's rule: the input length must equal it).
-    Applied to x[..., L, (G,) dim] with slots on the dimension `seq_dim`; extra group dimensions
-    between L and the width (e.g. q and k stacked) broadcast.
+    Applied to x[..., L, (G,) dim]: slots on dimension -2 - n_group_dims; the `n_group_dims` group
+    dimensions between L and the width (e.g. q and k stacked) broadcast.
     """
 
     def __init__(self, dim: int, max_len: int, base: float = 10000.0):
@@ -148,17 +146,3 @@ def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """[B, h, L, d_h] -> [B, L, h*d_h]."""
     B, h, L, dh = x.shape
     return x.transpose(1, 2).reshape(B, L, h * dh)
-
-
-def rope_reference(x: torch.Tensor, base: float = 10000.0) -> torch.Tensor:
-    """Slow, explicit RoPE (per pair 2x2 rotation) for tests: x is [B, L, dim]."""
-    B, L, dim = x.shape
-    out = torch.empty_like(x, dtype=torch.float32)
-    for t in range(L):
-        for i in range(dim // 2):
-            a = t * base ** (-2 * i / dim)
-            c, s = math.cos(a), math.sin(a)
-            xe, xo = x[:, t, 2 * i].float(), x[:, t, 2 * i + 1].float()
-            out[:, t, 2 * i] = xe * c - xo * s
-            out[:, t, 2 * i + 1] = xe * s + xo * c
-    return out

@@ -118,17 +118,11 @@ def cuda_allocator_peak(step: Callable[[], object], device: torch.device | str) 
     """Run ``step()`` once and return the CUDA allocator's peak allocated and reserved MiB."""
     if not callable(step):
         raise ValueError(f"Expected a callable step taking no arguments, got {type(step).__name__}.")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(
-            f"Expected a CUDA torch.device or a device string such as 'cuda:0', got {device!r}."
-        ) from exc
+    dev = resolve_device(device)
     if dev.type != "cuda":
         raise ValueError(
             f"cuda_allocator_peak measures the CUDA caching allocator and needs a CUDA device, got {str(dev)!r}."
         )
-    dev = resolve_device(dev)
     torch.cuda.synchronize(dev)
     torch.cuda.reset_peak_memory_stats(dev)
     step()
