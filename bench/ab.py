@@ -1,0 +1,186 @@
+"""A/B: two model specs on one shape, timed alternately in one process (paired ratios).
+
+Examples:
+  python -m bench.ab lrurec lrurec:scan=sequential --batch-size 64 --seq-len 1024 --threads 1
+  python -m bench.ab mamba4rec mamba4rec:scan=loop --seq-len 200 --rounds 10 --out reports/_scratch/ab.csv
+  python -m bench.ab sasrec sasrec:attention=math --workload infer --seq-len 512
+
+Why: a sweep measures its points one after another, so a 5% difference between two variants
+drowns in the 10-25% drift of a shared machine. Here both workloads are built from the same
+seeded batch, warmed up, and then timed in rounds that alternate their order (A B, B A, A B, ..),
+so drift and allocator warm-up hit both alike. Reported: each side's median step time, the
+median of the per-round ratios B / A with its p10-p90 spread and how many rounds B was slower,
+and each side's exact tracked peak memory (MemTracker) of one step. With `--out`, one CSV row per
+run is appended atomically (the file is created with a header).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from bench.grid import ModelSpec, parse_model_spec
+from bench.measure.memory import tracked_peak
+from bench.measure.timing import _percentile, set_cpu_threads
+from bench.workload import build_workload
+
+
+@dataclass(frozen=True)
+class ABResult:
+    model_a: str
+    model_b: str
+    workload: str
+    batch_size: int
+    seq_len: int
+    n_layers: int
+    n_heads: int
+    d_model: int
+    n_items: int
+    threads: int
+    rounds: int
+    time_a_median_ms: float
+    time_b_median_ms: float
+    ratio_b_over_a_median: float  # > 1: B is slower
+    ratio_b_over_a_p10: float
+    ratio_b_over_a_p90: float
+    rounds_b_slower: int
+    tracked_peak_a_bytes: int
+    tracked_peak_b_bytes: int
+    torch_version: str
+    cpu: str
+
+
+def _timed(step) -> float:
+    """One call of ``step`` in ms (CUDA: synchronised on both sides)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3
+
+
+def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", batch_size: int = 64,
+            seq_len: int = 200, n_layers: int = 2, n_heads: int = 2, d_model: int = 64,
+            n_items: int = 3417, rounds: int = 10, warmup: int = 2, threads: int = 1,
+            seed: int = 0, device: str = "cpu", progress=None) -> ABResult:
+    """Time ``spec_a`` and ``spec_b`` alternately (ABBA order) and measure each one's tracked peak."""
+    if threads:
+        set_cpu_threads(threads)
+    shape = dict(n_items=n_items, max_len=seq_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads)
+    sides = [build_workload(spec.name, dict(shape, **dict(spec.overrides)), workload, batch_size, seed, device)
+             for spec in (spec_a, spec_b)]
+    for _ in range(warmup):
+        for side in sides:
+            side.step()
+    times: tuple[list[float], list[float]] = ([], [])
+    for r in range(rounds):
+        order = (0, 1) if r % 2 == 0 else (1, 0)
+        for i in order:
+            times[i].append(_timed(sides[i].step))
+        if progress:
+            progress(f"round {r + 1}/{rounds}: A {times[0][-1]:.1f} ms, B {times[1][-1]:.1f} ms")
+    ratios = sorted(b / a for a, b in zip(*times))
+    peaks = [tracked_peak(side.step, *side.tracked, device=device).total_bytes for side in sides]
+    return ABResult(
+        model_a=spec_a.label, model_b=spec_b.label, workload=workload, batch_size=batch_size,
+        seq_len=seq_len, n_layers=n_layers, n_heads=n_heads, d_model=d_model, n_items=n_items,
+        threads=torch.get_num_threads(), rounds=rounds,
+        time_a_median_ms=statistics.median(times[0]), time_b_median_ms=statistics.median(times[1]),
+        ratio_b_over_a_median=statistics.median(ratios), ratio_b_over_a_p10=_percentile(ratios, 10),
+        ratio_b_over_a_p90=_percentile(ratios, 90), rounds_b_slower=sum(r > 1 for r in ratios),
+        tracked_peak_a_bytes=peaks[0], tracked_peak_b_bytes=peaks[1],
+        torch_version=torch.__version__, cpu=platform.processor() or platform.machine())
+
+
+def append_row(path: Path, result: ABResult) -> None:
+    """Append one row atomically (copy + write + os.replace), header on creation."""
+    row = asdict(result)
+    existing = path.read_text() if path.exists() else ""
+    if existing and existing.splitlines()[0].split(",") != list(row):
+        raise ValueError(f"{path} has other columns than an A/B result")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="") as handle:
+        handle.write(existing)
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if not existing:
+            writer.writeheader()
+        writer.writerow(row)
+    os.replace(tmp, path)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0],
+                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("model_a", help="NAME[:key=value...], the reference side")
+    p.add_argument("model_b", help="NAME[:key=value...], the side compared with A")
+    p.add_argument("--workload", choices=("train", "infer"), default="train")
+    p.add_argument("--batch-size", type=_positive, default=64)
+    p.add_argument("--seq-len", type=_positive, default=200)
+    p.add_argument("--layers", type=_positive, default=2)
+    p.add_argument("--heads", type=_positive, default=2)
+    p.add_argument("--d-model", type=_positive, default=64)
+    p.add_argument("--n-items", type=_positive, default=3417)
+    p.add_argument("--threads", type=_positive, default=1, help="CPU intra-op threads (default 1)")
+    p.add_argument("--rounds", type=_positive, default=10, help="timed rounds, each runs A and B once")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each side first")
+    p.add_argument("--out", help="CSV file to append the result row to")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parser().parse_args(argv)
+        specs = [parse_model_spec(text) for text in (args.model_a, args.model_b)]
+        if args.warmup < 0:
+            raise UsageError("--warmup must be >= 0")
+        out = Path(args.out) if args.out else None
+        if out is not None and out.is_dir():
+            raise UsageError(f"--out {out} is a folder; give a CSV file path")
+    except (UsageError, ValueError) as err:
+        print(f"python -m bench.ab: error: {err}", file=sys.stderr)
+        return 2
+    result = compare(*specs, workload=args.workload, batch_size=args.batch_size, seq_len=args.seq_len,
+                     n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
+                     n_items=args.n_items, rounds=args.rounds, warmup=args.warmup,
+                     threads=args.threads, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"A {result.model_a}: median {result.time_a_median_ms:.1f} ms, tracked peak {result.tracked_peak_a_bytes:,} B")
+    print(f"B {result.model_b}: median {result.time_b_median_ms:.1f} ms, tracked peak {result.tracked_peak_b_bytes:,} B")
+    print(f"B / A time: median {result.ratio_b_over_a_median:.3f} (p10 {result.ratio_b_over_a_p10:.3f}, "
+          f"p90 {result.ratio_b_over_a_p90:.3f}); B slower in {result.rounds_b_slower} of {result.rounds} rounds")
+    if out is not None:
+        append_row(out, result)
+        print(f"appended to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""bench.ab: paired A/B timing of two model specs in one process."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from bench import ab
+from bench.grid import parse_model_spec
+
+TINY = dict(batch_size=2, seq_len=12, n_layers=1, n_heads=1, d_model=8, n_items=30, rounds=3, warmup=0)
+
+
+def test_compare_measures_both_sides_in_alternating_order(monkeypatch):
+    calls = []
+    real_timed = ab._timed
+    monkeypatch.setattr(ab, "_timed", lambda step: calls.append(step) or real_timed(step))
+    result = ab.compare(parse_model_spec("lrurec"), parse_model_spec("lrurec:scan=sequential"), **TINY)
+    first, second = calls[0], calls[1]
+    assert calls == [first, second, second, first, first, second]  # A B, B A, A B
+    assert result.rounds == 3 and 0 <= result.rounds_b_slower <= 3
+    assert result.ratio_b_over_a_p10 <= result.ratio_b_over_a_median <= result.ratio_b_over_a_p90
+    assert result.tracked_peak_a_bytes > 0 and result.tracked_peak_b_bytes > result.tracked_peak_a_bytes * 0.5
+    assert result.model_b == "lrurec:scan=sequential"
+
+
+def test_cli_appends_rows_and_rejects_bad_input(tmp_path, capsys):
+    out = tmp_path / "ab.csv"
+    argv = ["sasrec", "sasrec:attention=math", "--batch-size", "2", "--seq-len", "8", "--layers", "1",
+            "--d-model", "8", "--n-items", "20", "--rounds", "2", "--warmup", "0", "--out", str(out)]
+    assert ab.main(argv) == 0 and ab.main(argv) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 2 and rows[0]["model_b"] == "sasrec:attention=math"
+    capsys.readouterr()
+    for bad in (["nope", "sasrec"], ["sasrec", "sasrec:heads=3"], ["sasrec", "linrec", "--rounds", "0"],
+                ["sasrec", "linrec", "--out", str(tmp_path)]):
+        assert ab.main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith("python -m bench.ab: error:")
+    assert len(list(csv.DictReader(out.open()))) == 2
