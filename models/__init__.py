@@ -1,7 +1,7 @@
 """The model zoo behind one interface (see models/base.py).
 
     import models
-    models.available()                       # ['linrec', 'recgrela', 'sasrec']
+    models.available()                       # ['echomamba4rec', 'elastic', 'eulerformer', ...]
     model = models.build("recgrela", n_items=3417, max_len=200, local_shortcut=False)
     hidden = model(item_seq)                 # [B, L, d]
     loss = model.loss(item_seq, target)      # CE over the catalogue (+ auxiliary losses)
@@ -13,12 +13,16 @@ from __future__ import annotations
 import dataclasses
 
 from .base import SeqRecConfig, SequentialRecommender
+from .echomamba4rec import EchoMamba4Rec
+from .elastic import Elastic
 from .eulerformer import EulerFormer
 from .linrec import LinRec
 from .lrurec import LRURec
 from .mamba4rec import Mamba4Rec
+from .recblr import RecBLR
 from .recgrela import RecGRELA
 from .sasrec import SASRec
+from .sigma import SIGMA
 
 REGISTRY: dict[str, type[SequentialRecommender]] = {
     "sasrec": SASRec,
@@ -27,6 +31,10 @@ REGISTRY: dict[str, type[SequentialRecommender]] = {
     "eulerformer": EulerFormer,
     "lrurec": LRURec,
     "mamba4rec": Mamba4Rec,
+    "echomamba4rec": EchoMamba4Rec,
+    "sigma": SIGMA,
+    "recblr": RecBLR,
+    "elastic": Elastic,
 }
 
 

@@ -26,6 +26,9 @@ counters, so the counters agree exactly on the same forward pass. SDPA is counte
 - Complex tensors: both counters count a product by its shape; a complex multiply-add is 4 real
   ones, so every matrix-product handle/formula here multiplies by 4 when an operand is complex
   (LRURec's complex projections).
+- Recurrent ops: a jit trace keeps ``nn.GRU`` as one opaque ``aten::gru`` node, which fvcore
+  cannot count; our handle counts its matrix products (every W_ih and W_hh of every layer and
+  direction, once per token), which is what FlopCounterMode sees of the ops it decomposes into.
 - :func:`check_nonzero`: every counter result goes through it; a silent 0 is an error.
 """
 
@@ -92,6 +95,25 @@ def _sdpa_mac_handle(get_shape: Callable[[Any], list[int] | None]) -> Callable[[
     return sdpa_macs
 
 
+def _gru_mac_handle(get_shape: Callable[[Any], list[int] | None]) -> Callable[[list, list], int]:
+    """aten::gru, padded (``.input``) or packed (``.data``): each token meets every weight matrix
+    of the params list once (W_ih and W_hh per layer and direction); biases are not products."""
+
+    def gru_macs(inputs: list, outputs: list) -> int:
+        lists = [v for v in inputs if v.type().kind() == "ListType"]
+        if len(lists) != 1 or lists[0].node().kind() != "prim::ListConstruct":
+            raise RuntimeError("aten::gru without a traced params list; cannot count its FLOPs.")
+        weights = [get_shape(w) for w in lists[0].node().inputs()]
+        out = get_shape(outputs[0])  # [B, L, dirs*H] (batch first or not) or packed [T, dirs*H]
+        if out is None or any(w is None for w in weights):
+            raise RuntimeError("aten::gru has tensors without complete shapes in the trace; "
+                               "cannot count its FLOPs.")
+        tokens = math.prod(out[:-1])
+        return int(tokens * sum(math.prod(w) for w in weights if len(w) == 2))
+
+    return gru_macs
+
+
 def _complex_aware_handle(handle: Callable[[list, list], Any]) -> Callable[[list, list], Any]:
     """fvcore handle x4 when the first operand is complex (a complex MAC = 4 real MACs)."""
 
@@ -130,6 +152,7 @@ def fvcore_forward_flops(module: torch.nn.Module, inputs: tuple) -> FvcoreCount:
                 "aten::mm": _complex_aware_handle(jh.matmul_flop_jit),
                 "aten::linear": _complex_aware_handle(jh.linear_flop_jit),
                 "aten::scaled_dot_product_attention": _sdpa_mac_handle(jh.get_shape),
+                "aten::gru": _complex_aware_handle(_gru_mac_handle(jh.get_shape)),
             }
         )
         analysis.set_op_handle(**dict.fromkeys(_FVCORE_NON_MATMUL_OPS, None))
