@@ -16,7 +16,9 @@ import models
 AXES = {"seqlen": "seq_len", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
         "dmodel": "d_model"}
 WORKLOADS = ("train", "infer")
-DEFAULT_MODELS = ("recgrela", "linrec", "sasrec", "eulerformer", "mamba4rec", "lrurec")  # the product card
+# the product card's six, then the RecGRELA paper's other baselines and ELASTIC (a reconstruction)
+DEFAULT_MODELS = ("recgrela", "linrec", "sasrec", "eulerformer", "mamba4rec", "lrurec",
+                  "echomamba4rec", "recblr", "sigma", "elastic")
 
 
 @dataclass(frozen=True)
