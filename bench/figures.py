@@ -1,0 +1,797 @@
+"""The RecGRELA paper's efficiency figures, and a long-sequence view, as pure functions of result CSVs.
+
+Nothing here builds or runs a model: every figure reads the tidy rows the sweep wrote
+(`results.csv`), the test-split rows of a training run (`metrics.csv`, written by `bench.train`)
+and a rank CSV (written by `bench.rank`). Each figure function returns a :class:`Figure`: its
+table (the exact numbers drawn, saved as `<key>.csv`), its PNG, and notes saying how its rows
+were chosen and what is missing. A figure whose data is absent is returned with `missing` set
+and no PNG, so the report page can say so.
+
+| key | the paper's | what |
+| --- | --- | --- |
+| `fig3_memory_flops_ndcg` | Fig. 3 | train peak memory vs step FLOPs vs NDCG@10, one bubble per model line |
+| `table3_recgrela_layers` | Table 3 | RecGRELA at 1..6 layers: step time, peak memory, FLOPs (+ metrics where trained) |
+| `fig6_layers_recgrela_sigma` | Fig. 6 | layers vs time and memory, RecGRELA vs SIGMA |
+| `fig7_seqlen_heads_recgrela_eulerformer` | Fig. 7 | L = 100..200 and heads vs time and memory, RecGRELA vs EulerFormer |
+| `fig5_position_activation` | Fig. 5 | RecGRELA position encoding (RoPE/APE/LPE) and gate activation (SiLU/ReLU/GELU) |
+| `fig9_rank` | Fig. 9 | feature-matrix rank heatmaps (drawn by `bench.rank.plot_rank_figure`) |
+| `long_seq_loglog` | (not in the paper) | L >= 256: time and memory, log-log, fitted slope per line, where each line overtakes SASRec |
+
+Choices that apply to every figure:
+- Rows are the train workload (the paper's training-efficiency setting) unless a figure says
+  otherwise; memory is the CUDA allocator peak on CUDA rows, the exact tracked peak otherwise
+  (the rule of `bench.plots`).
+- A line mixes only rows that share every other grid dimension (batch, layers, heads, d, items,
+  device): when the CSVs hold several such groups, the one with the most rows is drawn and the
+  note says what was left out.
+- When several run folders hold the same point (same key columns), the row with the latest
+  `timestamp_utc` is kept (times compare only within one run; see reports/README.md).
+"""
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.transforms as mtransforms  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+
+from bench.analysis import loglog_slope, slopes  # noqa: E402
+from bench.plots import FAIL_STYLE, MEM_YLABEL, TIME_YLABEL, _colours, _fmt_num, _memory_column, _span_is_log, line_label  # noqa: E402
+from bench.results import KEY_COLUMNS  # noqa: E402
+
+DPI = 120
+GRID = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")
+NUMERIC = GRID + (
+    "params_total", "params_trainable", "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms",
+    "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "cuda_peak_alloc_mib", "cuda_peak_reserved_mib",
+    "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter", "fwd_flops_analytic",
+    "step_flops_analytic", "scan_flops_analytic", "threads")
+STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
+           "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops")
+PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
+LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
+CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
+LINEAR_FLOP_SLOPE = 1.5  # a line whose step FLOPs grow with log-log slope below this is "linear"
+
+
+class DataError(ValueError):
+    """An input file that cannot be read as what it claims to be (one-line message)."""
+
+
+@dataclass
+class Figure:
+    key: str  # file stem: <key>.png and <key>.csv
+    title: str
+    caption: str  # one sentence: what is drawn
+    table: pd.DataFrame | None = None
+    png: Path | None = None
+    notes: list = field(default_factory=list)  # how rows were chosen, what is missing
+    missing: str | None = None  # why nothing could be drawn
+    runs: list = field(default_factory=list)  # run folders whose rows went into it
+
+
+# ------------------------------------------------------------------------------------ loading
+
+
+def read_results(csv_path: Path, run: str) -> pd.DataFrame:
+    """One results.csv as a frame; columns of older schemas that are absent become empty."""
+    try:
+        df = pd.read_csv(csv_path, dtype={c: str for c in STRINGS + ("config_json", "fvcore_skipped_ops")})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise DataError(f"cannot read {csv_path}: {' '.join(str(err).split())}") from None
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{csv_path} is empty (not even a header)") from None
+    missing = [c for c in ("model", "workload", "status") if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv_path} is not a sweep results CSV (no column {', '.join(missing)})")
+    for col in STRINGS:
+        df[col] = df[col].fillna("").astype(str).str.strip() if col in df.columns else ""
+    df.loc[df["variant"] == "", "variant"] = "default"
+    df["status"] = df["status"].str.lower()
+    for col in NUMERIC:
+        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+    df["_run"] = run
+    return df
+
+
+def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
+    """Concatenate runs; a point present in several keeps its latest row. Returns (rows, notes)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return pd.DataFrame(columns=list(STRINGS + NUMERIC) + ["_run", "_label"]), []
+    df = pd.concat(frames, ignore_index=True)
+    df["_order"] = range(len(df))
+    key = [c for c in KEY_COLUMNS if c in df.columns] + ["axis"]  # one point on two axes is two rows
+    keys = df[key].astype(str).agg("|".join, axis=1)
+    df = df.assign(_key=keys).sort_values(["timestamp_utc", "_order"])
+    kept = df.drop_duplicates("_key", keep="last").sort_values("_order")
+    notes = []
+    if len(kept) < len(df):
+        notes.append(f"{len(df) - len(kept)} row(s) measured the same point as a later row in another "
+                     "run folder; the latest row (by timestamp_utc) was kept.")
+    kept = kept.drop(columns=["_key", "_order"]).reset_index(drop=True)
+    kept["_label"] = [line_label(m, v) for m, v in zip(kept["model"], kept["variant"])]
+    return kept, notes
+
+
+def read_metrics(csv_path: Path, run: str) -> pd.DataFrame:
+    """Test-split rows of a training run's metrics.csv (columns model, model_spec, ndcg@10, ...)."""
+    try:
+        df = pd.read_csv(csv_path, dtype={"model": str, "model_spec": str, "split": str})
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise DataError(f"cannot read {csv_path}: {' '.join(str(err).split())}") from None
+    missing = [c for c in ("model", "split") if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv_path} is not a training metrics CSV (no column {', '.join(missing)})")
+    df = df[df["split"].astype(str).str.strip().str.lower() == "test"].copy()
+    df["model"] = df["model"].astype(str).str.strip()
+    spec = df["model_spec"] if "model_spec" in df.columns else pd.Series("", index=df.index)
+    df["model_spec"] = spec.fillna("").astype(str).str.strip()
+    df.loc[df["model_spec"] == "", "model_spec"] = df["model"]
+    for col in metric_columns(df):
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    df["_run"] = run
+    return df
+
+
+def metric_columns(metrics: pd.DataFrame) -> list[str]:
+    """Ranking metrics in a metrics frame (hr@10, ndcg@10, mrr@10, ...), NDCG first."""
+    cols = [c for c in metrics.columns if "@" in c]
+    return sorted(cols, key=lambda c: (not c.startswith("ndcg"), c))
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def spec_label(model: str, variant: str) -> str:
+    """The CLI spelling of a line (`sasrec:attn_dropout=0`), as `bench.train` writes `model_spec`."""
+    return model if variant in ("", "default") else f"{model}:{variant}"
+
+
+def overrides(variant: str) -> dict:
+    """`position=ape:gate=false` -> {'position': 'ape', 'gate': 'false'}; default -> {}."""
+    if variant in ("", "default"):
+        return {}
+    return dict(pair.partition("=")[::2] for pair in variant.split(":"))
+
+
+def memory_column(rows: pd.DataFrame) -> str:
+    ok = rows[rows["status"] == "ok"]
+    return _memory_column(ok) if len(ok) else "tracked_peak_mib"
+
+
+def flops_column(rows: pd.DataFrame) -> str:
+    """Whole-step FLOPs: the FlopCounterMode count where the rows have it, else the analytic one."""
+    return "step_flops_flopcounter" if rows["step_flops_flopcounter"].notna().any() else "step_flops_analytic"
+
+
+def coherent(rows: pd.DataFrame, free: tuple = ()) -> tuple[pd.DataFrame, str | None]:
+    """The largest group of rows sharing every grid dimension not in `free` (and the device)."""
+    if rows.empty:
+        return rows, None
+    fixed = [c for c in GRID if c not in free] + ["device"]
+    keys = rows[fixed].astype(str).agg("|".join, axis=1)
+    sizes = keys.value_counts()
+    best = sizes.index[0]
+    if len(sizes) == 1:
+        return rows, None
+    chosen = rows[keys == best]
+    shown = ", ".join(f"{c}={_fmt_num(chosen[c].iloc[0]) if c != 'device' else chosen[c].iloc[0]}"
+                      for c in fixed)
+    return chosen, (f"rows at {len(sizes) - 1} other setting(s) of the fixed dimensions were left out; "
+                    f"drawn: {shown} ({len(chosen)} of {len(rows)} rows)")
+
+
+def closest_point(rows: pd.DataFrame, target_len: int = PAPER_SEQ_LEN) -> tuple[pd.DataFrame, str]:
+    """Rows at the one grid point holding the most lines; ties go to the L closest to `target_len`."""
+    keys = rows[list(GRID) + ["device"]].astype(str).agg("|".join, axis=1)
+    lines = rows.assign(_point=keys).groupby("_point")["_label"].nunique()
+    seq = rows.assign(_point=keys).groupby("_point")["seq_len"].first()
+    score = pd.DataFrame({"lines": lines, "dist": (np.log(seq.astype(float) / target_len)).abs()})
+    best = score.sort_values(["lines", "dist"], ascending=[False, True]).index[0]
+    chosen = rows[keys == best]
+    first = chosen.iloc[0]
+    return chosen, ("grid point: " + ", ".join(f"{c}={_fmt_num(first[c])}" for c in GRID)
+                    + f", device={first['device']} (the point holding the most lines, then the one "
+                    f"closest to the paper's L={target_len})")
+
+
+def environment(rows: pd.DataFrame) -> str:
+    """One line: where and with what the rows were measured."""
+    parts = []
+    for col, name in (("device_name", ""), ("device", ""), ("dtype", ""), ("torch_version", "torch "),
+                      ("python_version", "Python "), ("git_commit", "git ")):
+        values = sorted(set(rows[col]) - {""})
+        if values:
+            parts.append(name + ", ".join(values))
+    threads = sorted({int(t) for t in rows["threads"].dropna()})
+    if threads:
+        parts.append("threads " + ", ".join(map(str, threads)))
+    return "; ".join(parts) or "environment not recorded"
+
+
+def publish(tmp: str | Path, path: Path) -> None:
+    """Move a finished temporary file over `path` with the permissions a plain open() would give
+    (mkstemp creates files readable by the owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def _save(fig, path: Path) -> Path:
+    """Write a figure atomically (temporary sibling, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
+        publish(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _note_on(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10,
+            color="dimgray", wrap=True)
+
+
+def _label_points(ax, xs: pd.Series, ys: pd.Series, labels: list) -> None:
+    """Label scatter points; a label whose point sits near an already labelled one moves down."""
+    span_x = (xs.max() - xs.min()) or 1.0
+    span_y = (ys.max() - ys.min()) or 1.0
+    placed = []
+    for x, y, label in zip(xs, ys, labels):
+        near = sum(abs(x - px) / span_x < 0.12 and abs(y - py) / span_y < 0.06 for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(label, (x, y), fontsize=8, ha="center", va="bottom" if near % 2 == 0 else "top",
+                    xytext=(0, 8 + 10 * (near // 2)) if near % 2 == 0 else (0, -8 - 10 * (near // 2)),
+                    textcoords="offset points")
+
+
+def _draw_lines(ax, rows: pd.DataFrame, x: str, y: str, colours: dict, *, band: tuple | None = None,
+                loglog: bool = False, ylabel: str = "") -> None:
+    """One line per series (median over duplicates), p20..p80 band, failures at the top edge."""
+    top_edge = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+    drawn_y, failed_at = [], {}
+    for label in sorted(rows["_label"].unique()):
+        sub = rows[rows["_label"] == label]
+        ok = sub[(sub["status"] == "ok") & sub[y].notna()].groupby(x).median(numeric_only=True).sort_index()
+        colour = colours.get(label, "black")
+        ax.plot(ok.index.to_numpy(float), ok[y].to_numpy(float), marker="o", markersize=4, linewidth=1.5,
+                color=colour, label=label)
+        drawn_y.extend(ok[y].tolist())
+        if band and len(ok):
+            lo, hi = ok[band[0]].to_numpy(float), ok[band[1]].to_numpy(float)
+            keep = np.isfinite(lo) & np.isfinite(hi)
+            if keep.any():
+                ax.fill_between(ok.index.to_numpy(float)[keep], lo[keep], hi[keep], color=colour, alpha=0.2,
+                                linewidth=0)
+        for status, (marker, _text, size) in FAIL_STYLE.items():
+            for value in sorted(set(sub.loc[sub["status"] == status, x].dropna())):
+                k = failed_at.get(value, 0)
+                failed_at[value] = k + 1
+                ax.plot([value], [0.97 - 0.06 * k], marker=marker, markersize=size * 0.8, linestyle="none",
+                        color=colour, markeredgecolor=colour if marker == "x" else "black",
+                        transform=top_edge, clip_on=False, zorder=5)
+    xs = rows[x].dropna().to_numpy(float)
+    if loglog or _span_is_log(xs):
+        ax.set_xscale("log", base=2)
+    if len(xs):
+        ticks = np.unique(xs)
+        if len(ticks) <= 16:
+            ax.set_xticks(ticks)
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_num))
+    if drawn_y and (loglog or _span_is_log(drawn_y)) and min(drawn_y) > 0:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    elif drawn_y:
+        ax.set_ylim(bottom=0, top=max(drawn_y) * (1.25 if failed_at else 1.08))
+    if not drawn_y:
+        _note_on(ax, "no successful measurements")
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel or y)
+    ax.grid(True, alpha=0.3)
+
+
+def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, loglog: bool = False,
+                        slopes: dict | None = None) -> Path:
+    """A row of (time, memory) panels per entry of `panels` = [(row_title, rows, x), ...].
+
+    With `slopes` ({(row_title, "time" | "memory", line): slope}) every panel gets its own legend
+    giving each line's fitted slope; otherwise one legend for the figure.
+    """
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.9 * len(panels)), squeeze=False)
+    handles = {}
+    for (row_title, rows, x), (ax_time, ax_mem) in zip(panels, axes):
+        if rows is None or rows.empty:
+            for ax in (ax_time, ax_mem):
+                _note_on(ax, f"{row_title}: no rows in the CSVs")
+                ax.set_xticks([])
+                ax.set_yticks([])
+            continue
+        mem = memory_column(rows)
+        workloads = set(rows["workload"])
+        time_label = TIME_YLABEL.get(workloads.pop(), "step time (ms, median)") if len(workloads) == 1 else "step time (ms, median)"
+        _draw_lines(ax_time, rows, x, "time_median_ms", colours, band=("time_p20_ms", "time_p80_ms"),
+                    loglog=loglog, ylabel=f"{time_label}; p20..p80")
+        _draw_lines(ax_mem, rows, x, mem, colours, loglog=loglog, ylabel=MEM_YLABEL[mem])
+        for ax, kind in ((ax_time, "time"), (ax_mem, "memory")):
+            ax.set_title(f"{row_title}: {kind}", fontsize=10)
+            lines, labels = ax.get_legend_handles_labels()
+            if slopes is None:
+                for handle, label in zip(lines, labels):
+                    handles.setdefault(label, handle)
+            else:
+                ax.legend(lines, [f"{label}: slope {slopes.get((row_title, kind, label), float('nan')):.2f}"
+                                  for label in labels], fontsize=7, loc="upper left", frameon=False)
+    statuses = set().union(*(set(rows["status"]) for _t, rows, _x in panels if rows is not None))
+    for status, (marker, text, size) in FAIL_STYLE.items():
+        if status in statuses:
+            handles[f"{text} (at top edge)"] = Line2D([], [], linestyle="none", marker=marker, markersize=size * 0.7,
+                                                      color="gray", markeredgecolor="gray" if marker == "x" else "black")
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="upper left", bbox_to_anchor=(1.0, 0.95),
+                   frameon=False, fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _lines_table(rows: pd.DataFrame, x: str, extra: tuple = ()) -> pd.DataFrame:
+    """Tidy numbers of a scaling figure: one row per (line, workload, x)."""
+    mem = memory_column(rows)
+    cols = ["_label", "model", "variant", "workload", x, "status", "time_median_ms", "time_p20_ms",
+            "time_p80_ms", mem, flops_column(rows), "params_total", *extra, "_run"]
+    cols = list(dict.fromkeys(c for c in cols if c in rows.columns))
+    table = rows[cols].sort_values(["_label", "workload", x]).rename(columns={"_label": "line", "_run": "run"})
+    return table.reset_index(drop=True)
+
+
+def _attach_metrics(table: pd.DataFrame, metrics: pd.DataFrame | None, join_on: tuple = ()) -> tuple[pd.DataFrame, list]:
+    """Add the test metrics of each line (mean over matching training runs), joined by model spec.
+
+    A line with no training run of its exact spec takes its model's default spec (noted). Columns
+    in `join_on` (e.g. n_layers) must match too. Among several trained configs of one spec, the
+    runs at the line's own depth, heads and width are preferred; if none, the most recent run's
+    config is used and the note says which.
+    """
+    notes = []
+    if metrics is None or metrics.empty:
+        return table, ["no training metrics (metrics.csv with split=test) among the inputs"]
+    cols = metric_columns(metrics)
+    joinable = [c for c in join_on if c in metrics.columns]
+    missing_keys = [c for c in join_on if c not in metrics.columns]
+    if missing_keys:
+        notes.append(f"metrics.csv has no {', '.join(missing_keys)} column: metrics not joined per "
+                     f"{', '.join(missing_keys)}")
+        return table, notes
+    out = {c: [] for c in cols}
+    out["metrics_runs"] = []
+    borrowed, other_config = set(), set()
+    for _, row in table.iterrows():
+        spec = spec_label(row["model"], row["variant"])
+        match = metrics[metrics["model_spec"] == spec]
+        if match.empty and spec != row["model"]:
+            match = metrics[metrics["model_spec"] == row["model"]]
+            if not match.empty:
+                borrowed.add(f"{spec} <- {row['model']}")
+        for c in joinable:
+            match = match[pd.to_numeric(match[c], errors="coerce") == row[c]]
+        for c in CONFIG_KEYS:
+            if c not in match.columns or c in joinable or c not in row.index or match[c].nunique() < 2:
+                continue
+            same = match[pd.to_numeric(match[c], errors="coerce") == row[c]]
+            if same.empty:
+                newest = match.sort_values("timestamp_utc").iloc[-1] if "timestamp_utc" in match else match.iloc[-1]
+                same = match[match[c] == newest[c]]
+                other_config.add(f"{row['line']} from training at {c}={newest[c]}")
+            match = same
+        for c in cols:
+            out[c].append(match[c].mean() if len(match) else np.nan)
+        out["metrics_runs"].append(len(match))
+    table = table.assign(**out)
+    if borrowed:
+        notes.append("metrics of the default spec used for: " + "; ".join(sorted(borrowed)))
+    if other_config:
+        notes.append("no training run at the measured config, so: " + "; ".join(sorted(other_config)))
+    untrained = sorted(set(table.loc[table["metrics_runs"] == 0, "line"]))
+    if untrained:
+        notes.append("not trained (no test metrics): " + ", ".join(untrained))
+    return table, notes
+
+
+def _absent(figure: Figure, wanted: list, rows: pd.DataFrame) -> None:
+    """Note every wanted model absent from `rows`."""
+    have = set(rows["model"]) if len(rows) else set()
+    for name in wanted:
+        if name not in have:
+            figure.notes.append(f"{name}: no rows for this figure in the CSVs")
+
+
+# ------------------------------------------------------------------------------------ figures
+
+
+def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, colours: dict,
+                           out_dir: Path) -> Figure:
+    """Fig. 3: training peak memory, step FLOPs and NDCG@10 of every model line at one grid point."""
+    figure = Figure("fig3_memory_flops_ndcg", "Fig. 3: memory vs FLOPs vs NDCG@10 (all models)",
+                    "Train step at one grid point: peak memory (x), NDCG@10 (y) and step FLOPs (bubble "
+                    "area); without training metrics, memory (x) against FLOPs (y).")
+    ok = results[(results["workload"] == "train") & (results["status"] == "ok")]
+    if ok.empty:
+        figure.missing = "no successful train rows in the CSVs"
+        return figure
+    rows, note = closest_point(ok)
+    figure.notes.append(note)
+    mem, flops = memory_column(rows), flops_column(rows)
+    table = rows.groupby("_label", as_index=False).last()[
+        ["_label", "model", "variant", "seq_len", "batch_size", "n_layers", "n_heads", "d_model", mem, flops,
+         "params_total", "time_median_ms", "_run"]].rename(columns={"_label": "line", "_run": "run"})
+    table, notes = _attach_metrics(table, metrics)
+    figure.notes += notes
+    figure.table, figure.runs = table, sorted(set(rows["_run"]))
+    has_ndcg = "ndcg@10" in table.columns and table["ndcg@10"].notna().any()
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    gflops = table[flops].astype(float) / 1e9
+    if has_ndcg:
+        shown = table[table["ndcg@10"].notna()]
+        area = 2000 * gflops[shown.index] / gflops.max()
+        ax.scatter(shown[mem], shown["ndcg@10"], s=area.clip(lower=30), alpha=0.45,
+                   c=[colours.get(lab, "gray") for lab in shown["line"]], edgecolors="black")
+        _label_points(ax, shown[mem].astype(float), shown["ndcg@10"].astype(float),
+                      [f"{r['line']}\n{float(r[flops]) / 1e9:.3g} GFLOP" for _, r in shown.iterrows()])
+        ax.set_ylabel("NDCG@10 (test)")
+        ax.set_title(f"{figure.title}; bubble area = step FLOPs", fontsize=10)
+        if len(shown) < len(table):
+            figure.notes.append("lines without NDCG@10 are left off the chart (their numbers are in the table)")
+    else:
+        figure.notes.append("NDCG@10 not available: models are placed on the memory/FLOPs plane only")
+        ax.scatter(table[mem], gflops, s=160, alpha=0.6, c=[colours.get(lab, "gray") for lab in table["line"]],
+                   edgecolors="black")
+        _label_points(ax, table[mem].astype(float), gflops, list(table["line"]))
+        ax.set_ylabel(f"train step GFLOPs ({flops})")
+        ax.set_title("Fig. 3: memory vs FLOPs; NDCG@10 not available", fontsize=10)
+    ax.set_xlabel(MEM_YLABEL[mem])
+    ax.grid(True, alpha=0.3)
+    ax.margins(0.15)
+    figure.png = _save(fig, out_dir / f"{figure.key}.png")
+    return figure
+
+
+def table3_recgrela_layers(results: pd.DataFrame, metrics: pd.DataFrame | None, colours: dict,
+                           out_dir: Path) -> Figure:
+    """Table 3: RecGRELA at 1..6 layers, step time and memory (+ test metrics where trained)."""
+    figure = Figure("table3_recgrela_layers", "Table 3: RecGRELA depth 1..6 (time, memory, metrics)",
+                    "RecGRELA (default config) train step against the number of layers; the paper reports "
+                    "time per epoch on a GPU, this table the median time of one step.")
+    rows = results[(results["model"] == "recgrela") & (results["variant"] == "default")
+                   & (results["workload"] == "train") & (results["axis"] == "n_layers")]
+    if rows.empty:
+        figure.missing = "no RecGRELA train rows swept over layers (run `python -m bench.sweep --axis layers`)"
+        return figure
+    rows, note = coherent(rows, free=("n_layers",))
+    if note:
+        figure.notes.append(note)
+    layers = sorted(int(v) for v in rows["n_layers"].unique())
+    if layers != list(range(1, 7)):
+        figure.notes.append(f"layers measured: {', '.join(map(str, layers))} (the paper: 1..6)")
+    table = _lines_table(rows, "n_layers")
+    table, notes = _attach_metrics(table, metrics, join_on=("n_layers",))
+    figure.notes += notes
+    figure.table, figure.runs = table, sorted(set(rows["_run"]))
+    figure.png = _time_memory_panels([("RecGRELA", rows, "n_layers")], colours, figure.title,
+                                     out_dir / f"{figure.key}.png")
+    return figure
+
+
+def _scaling(results: pd.DataFrame, axis: str, wanted: list, lo: float = 0, hi: float = math.inf) -> tuple:
+    rows = results[results["model"].isin(wanted) & (results["variant"] == "default")
+                   & (results["workload"] == "train") & (results["axis"] == axis) & results[axis].between(lo, hi)]
+    return coherent(rows, free=(axis,))
+
+
+def fig6_layers_recgrela_sigma(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """Fig. 6: layers vs time and memory, RecGRELA vs SIGMA."""
+    wanted = ["recgrela", "sigma"]
+    figure = Figure("fig6_layers_recgrela_sigma", "Fig. 6: layer-wise scaling, RecGRELA vs SIGMA",
+                    "Train step time and peak memory against the number of layers (default configs).")
+    rows, note = _scaling(results, "n_layers", wanted)
+    if note:
+        figure.notes.append(note)
+    _absent(figure, wanted, rows)
+    if rows.empty:
+        figure.missing = ("no RecGRELA or SIGMA train rows swept over layers "
+                          "(`python -m bench.sweep --axis layers --models recgrela,sigma`)")
+        return figure
+    figure.table, figure.runs = _lines_table(rows, "n_layers"), sorted(set(rows["_run"]))
+    figure.png = _time_memory_panels([("layers", rows, "n_layers")], colours, figure.title,
+                                     out_dir / f"{figure.key}.png")
+    return figure
+
+
+def fig7_seqlen_heads_recgrela_eulerformer(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """Fig. 7: sequence length 100..200 and heads vs time and memory, RecGRELA vs EulerFormer."""
+    wanted = ["recgrela", "eulerformer"]
+    figure = Figure("fig7_seqlen_heads_recgrela_eulerformer", "Fig. 7: length and heads, RecGRELA vs EulerFormer",
+                    "Train step time and peak memory against L in the paper's range 100..200, and against "
+                    "the number of heads (default configs).")
+    by_len, note_len = _scaling(results, "seq_len", wanted, 100, 200)
+    by_heads, note_heads = _scaling(results, "n_heads", wanted)
+    for prefix, note in (("length", note_len), ("heads", note_heads)):
+        if note:
+            figure.notes.append(f"{prefix}: {note}")
+    for part, rows in (("length (100 <= L <= 200)", by_len), ("heads", by_heads)):
+        have = set(rows["model"]) if len(rows) else set()
+        for name in wanted:
+            if name not in have:
+                figure.notes.append(f"{name}: no rows swept over {part} in the CSVs")
+    if by_len.empty and by_heads.empty:
+        figure.missing = ("no RecGRELA or EulerFormer train rows swept over L in 100..200 or over heads "
+                          "(`python -m bench.sweep --axis seqlen --values 100,125,150,175,200 --models "
+                          "recgrela,eulerformer` and `--axis heads`)")
+        return figure
+    tables = [_lines_table(rows, axis).assign(axis=axis)
+              for rows, axis in ((by_len, "seq_len"), (by_heads, "n_heads")) if len(rows)]
+    figure.table = pd.concat(tables, ignore_index=True)
+    figure.runs = sorted(set(by_len["_run"]) | set(by_heads["_run"]))
+    figure.png = _time_memory_panels([("length", by_len, "seq_len"), ("heads", by_heads, "n_heads")], colours,
+                                     figure.title, out_dir / f"{figure.key}.png")
+    return figure
+
+
+ABLATIONS = {  # Fig. 5's two groups: config key -> (label of each value, the official default)
+    "position": ({"rope": "RoPE", "ape": "APE", "lpe": "LPE"}, "rope"),
+    "gate_activation": ({"silu": "SiLU", "relu": "ReLU", "gelu": "GELU"}, "silu"),
+}
+
+
+def fig5_position_activation(results: pd.DataFrame, metrics: pd.DataFrame | None, colours: dict,
+                             out_dir: Path) -> Figure:
+    """Fig. 5: RecGRELA with RoPE / APE / LPE and with SiLU / ReLU / GELU gates: speed and memory."""
+    figure = Figure("fig5_position_activation", "Fig. 5: position encoding and gate activation (RecGRELA)",
+                    "RecGRELA train step time and peak memory per position encoding and per gate activation, "
+                    "at one grid point (the default config counts as RoPE and as SiLU).")
+    rows = results[(results["model"] == "recgrela") & (results["workload"] == "train")]
+    members = []
+    for variant in sorted(set(rows["variant"])):
+        keys = overrides(variant)
+        for key, (labels, default) in ABLATIONS.items():
+            if not keys or (set(keys) == {key} and keys[key] in labels):
+                members.append((key, labels[keys.get(key, default)], variant))
+    chosen = rows[rows["variant"].isin({v for _, _, v in members})]
+    if chosen.empty or {v for _, _, v in members} <= {"default"}:
+        figure.missing = ("no RecGRELA ablation rows (e.g. `--models recgrela,recgrela:position=ape,"
+                          "recgrela:position=lpe,recgrela:gate_activation=relu,recgrela:gate_activation=gelu`)")
+        return figure
+    chosen, note = closest_point(chosen)
+    figure.notes.append(note)
+    mem, flops = memory_column(chosen), flops_column(chosen)
+    main_axis = chosen.loc[chosen["variant"] != "default", "axis"].mode()
+    records = []
+    for key, setting, variant in members:
+        got = chosen[chosen["variant"] == variant]
+        if got.empty:
+            continue
+        # the default config may sit at this point on several axes: take the ablation sweep's own row
+        r = got.assign(_same=got["axis"].isin(main_axis)).sort_values("_same", kind="stable").iloc[-1]
+        records.append({"group": key, "setting": setting, "line": r["_label"], "model": "recgrela",
+                        "variant": variant, "status": r["status"], "time_median_ms": r["time_median_ms"],
+                        "time_p20_ms": r["time_p20_ms"], "time_p80_ms": r["time_p80_ms"], mem: r[mem],
+                        flops: r[flops], "params_total": r["params_total"], "run": r["_run"]})
+    rank = {(key, label): (i, j) for i, (key, (labels, _default)) in enumerate(ABLATIONS.items())
+            for j, label in enumerate(labels.values())}
+    records.sort(key=lambda r: rank[(r["group"], r["setting"])])
+    table = pd.DataFrame(records)
+    for key, (labels, _default) in ABLATIONS.items():
+        absent = [label for label in labels.values() if label not in set(table.loc[table["group"] == key, "setting"])]
+        if absent:
+            figure.notes.append(f"{key}: no rows for {', '.join(absent)} at this grid point")
+    table, notes = _attach_metrics(table, metrics)
+    figure.notes += notes
+    figure.table, figure.runs = table, sorted(set(chosen["_run"]))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for (key, (labels, _default)), (ax_time, ax_mem) in zip(ABLATIONS.items(), axes):
+        part = table[table["group"] == key].set_index("setting").reindex(list(labels.values()))
+        xs = np.arange(len(part))
+        for ax, col, label in ((ax_time, "time_median_ms", "train step time (ms, median)"),
+                               (ax_mem, mem, MEM_YLABEL[mem])):
+            values = part[col].astype(float).to_numpy()
+            ax.bar(xs, np.nan_to_num(values), color=["C0", "C1", "C2"][: len(xs)], alpha=0.8)
+            if col == "time_median_ms":
+                lo, hi = part["time_p20_ms"].astype(float), part["time_p80_ms"].astype(float)
+                ax.errorbar(xs, values, yerr=[values - lo, hi - values], fmt="none", color="black", capsize=4)
+            tops = part["time_p80_ms"].astype(float).to_numpy() if col == "time_median_ms" else values
+            for x, v, top in zip(xs, values, tops):
+                ax.text(x, 0 if np.isnan(v) else max(v, np.nan_to_num(top)), "no data" if np.isnan(v) else f"{v:.3g}",
+                        ha="center", va="bottom", fontsize=8)
+            ax.set_xticks(xs, list(part.index))
+            ax.set_ylabel(label)
+            ax.set_title(f"{key}: {'time' if col == 'time_median_ms' else 'memory'}", fontsize=10)
+            ax.grid(True, axis="y", alpha=0.3)
+    fig.suptitle(figure.title, fontsize=11)
+    fig.tight_layout()
+    figure.png = _save(fig, out_dir / f"{figure.key}.png")
+    return figure
+
+
+def fig9_rank(rank_csv: Path | None, out_dir: Path) -> Figure:
+    """Fig. 9: rank heatmaps, drawn by `bench.rank.plot_rank_figure` from the rank CSV."""
+    figure = Figure("fig9_rank", "Fig. 9: feature-matrix rank heatmaps",
+                    "Numerical rank of the last layer's [L, d] output per model, as heatmaps (bench.rank).")
+    if rank_csv is None:
+        figure.missing = "no rank CSV among the inputs (written by `python -m bench.rank`; or pass --rank-csv)"
+        return figure
+    try:
+        from bench.rank import plot_rank_figure
+    except ImportError as err:
+        figure.missing = f"bench.rank is not available ({type(err).__name__}: {err}); the rank CSV is {rank_csv}"
+        return figure
+    try:
+        table = pd.read_csv(rank_csv)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        figure.missing = f"cannot read the rank CSV {rank_csv}: {' '.join(str(err).split())}"
+        return figure
+    png = out_dir / f"{figure.key}.png"
+    fd, tmp = tempfile.mkstemp(prefix=f".{figure.key}.", suffix=".png", dir=out_dir)
+    os.close(fd)
+    try:
+        plot_rank_figure(Path(rank_csv), Path(tmp))
+        if os.path.getsize(tmp) == 0:
+            raise RuntimeError("plot_rank_figure wrote nothing")
+        publish(tmp, png)
+    except Exception as err:  # noqa: BLE001 - another module's failure is reported in the page, not raised
+        figure.missing = f"bench.rank.plot_rank_figure failed on {rank_csv}: {type(err).__name__}: {err}"
+        return figure
+    finally:
+        plt.close("all")
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    figure.table, figure.png, figure.runs = rank_summary(table), png, [str(Path(rank_csv).parent)]
+    figure.notes.append(f"every rank, singular value and the drawn features: {rank_csv}")
+    return figure
+
+
+def rank_summary(ranks: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 9's table: per checkpoint and view, how many matrices and their rank (mean, min, max)."""
+    table = ranks.drop(columns=[c for c in ("features", "singular_values") if c in ranks.columns])
+    keys = [c for c in ("model_spec", "checkpoint", "view") if c in table.columns]
+    if "rank" not in table.columns or not keys:
+        return table
+    table = table.assign(rank=pd.to_numeric(table["rank"], errors="coerce"))
+    stats = {"matrices": ("rank", "size"), "rank_mean": ("rank", "mean"), "rank_min": ("rank", "min"),
+             "rank_max": ("rank", "max")}
+    if "max_rank" in table.columns:
+        stats["max_rank"] = ("max_rank", "max")
+    return table.groupby(keys, sort=False).agg(**stats).reset_index()
+
+
+def crossover(lengths: list, ratio: list, reference_failed: list) -> tuple[float, str]:
+    """Where a line becomes and stays cheaper than a reference (ratio line / reference < 1).
+
+    `lengths` ascending; `ratio[i]` is NaN where the reference failed (`reference_failed[i]`, which
+    counts as the line being cheaper). Between the last length where the line is not cheaper and
+    the next one the crossing is interpolated log-log. Returns (length or NaN, text).
+    """
+    cheaper = [bool(f) or (r < 1) for r, f in zip(ratio, reference_failed)]
+    if not lengths:
+        return math.nan, "no common lengths"
+    if all(cheaper):
+        return float(lengths[0]), f"<= {lengths[0]} (cheaper at every measured length)"
+    last = max(i for i, c in enumerate(cheaper) if not c)
+    if last == len(lengths) - 1:
+        return math.nan, f"not up to L={lengths[-1]}"
+    lo, hi = lengths[last], lengths[last + 1]
+    if reference_failed[last + 1]:
+        return float(hi), f"<= {hi} (between {lo} and {hi}; SASRec failed at {hi})"
+    r_lo, r_hi = ratio[last], ratio[last + 1]
+    t = math.log(r_lo) / (math.log(r_lo) - math.log(r_hi))  # log r is linear in log L between the points
+    at = math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+    return at, f"~{at:,.0f} (interpolated between {lo} and {hi})"
+
+
+def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """L >= 256 for every line: time and memory log-log, fitted slopes, crossovers with SASRec."""
+    figure = Figure("long_seq_loglog", "Long sequences: time and memory from L=256, log-log",
+                    "Every line swept over L >= 256 (both workloads where measured), log-log; the table holds "
+                    "each line's fitted log-log slope (1 = linear, 2 = quadratic) and the length where it "
+                    "becomes cheaper than SASRec.")
+    rows = results[(results["axis"] == "seq_len") & (results["seq_len"] >= LONG_FROM)]
+    if rows.empty or rows.groupby(["_label", "workload"])["seq_len"].nunique().max() < 2:
+        figure.missing = (f"no line swept over two or more lengths L >= {LONG_FROM} "
+                          "(`python -m bench.sweep --axis seqlen --preset long`)")
+        return figure
+    groups, panels, records = [], [], []
+    for workload in sorted(set(rows["workload"])):
+        part, note = coherent(rows[rows["workload"] == workload], free=("seq_len",))
+        if note:
+            figure.notes.append(f"{workload}: {note}")
+        groups.append(part)
+        panels.append((workload, part, "seq_len"))
+    rows = pd.concat(groups, ignore_index=True)
+    figure.runs = sorted(set(rows["_run"]))
+    mem, flops = memory_column(rows), flops_column(rows)
+    hi = rows["seq_len"].max()
+    fits = {metric: slopes(rows, "seq_len", metric, LONG_FROM, hi) for metric in ("time_median_ms", mem)}
+    references = sorted(set(rows.loc[rows["model"] == "sasrec", "_label"]))
+    if not references:
+        figure.notes.append("sasrec: no rows at L >= 256, so no crossover lengths")
+    for (label, workload), part in rows.groupby(["_label", "workload"]):
+        ok = part[part["status"] == "ok"].sort_values("seq_len")
+        flop_slope = loglog_slope(ok["seq_len"].tolist(), ok[flops].astype(float).tolist()) if ok[flops].notna().all() else math.nan
+        cost = "" if math.isnan(flop_slope) else ("linear" if flop_slope < LINEAR_FLOP_SLOPE else "quadratic")
+        for metric_name, metric in (("time", "time_median_ms"), ("memory", mem)):
+            fit = fits[metric]
+            fit = fit[(fit["line"] == label) & (fit["workload"] == workload)] if len(fit) else fit
+            top = ok[ok[metric].notna()].tail(3)
+            record = {"line": label, "workload": workload, "metric": metric_name, "column": metric,
+                      "from": int(part["seq_len"].min()), "to": int(part["seq_len"].max()),
+                      "points_ok": int(ok[metric].notna().sum()),
+                      "slope": fit["slope"].iloc[0] if len(fit) else math.nan,
+                      "slope_last3": round(loglog_slope(top["seq_len"].tolist(), top[metric].astype(float).tolist()), 3),
+                      "step_flops_slope": round(flop_slope, 3), "cost_class": cost,
+                      "failed_at": ", ".join(f"{int(r.seq_len)} ({r.status})" for r in part.itertuples()
+                                             if r.status != "ok")}
+            for ref in references:
+                if label == ref or part["model"].iloc[0] == "sasrec":
+                    record[f"overtakes {ref} at L"] = ""
+                    continue
+                base = rows[(rows["_label"] == ref) & (rows["workload"] == workload)].set_index("seq_len")
+                mine = part.set_index("seq_len")
+                lengths = sorted(set(mine.index[mine["status"] == "ok"]) & set(base.index))
+                ratio, failed = [], []
+                for L in lengths:
+                    ref_row = base.loc[[L]].iloc[-1]
+                    failed.append(ref_row["status"] != "ok")
+                    ratio.append(math.nan if failed[-1] else float(mine.loc[[L]].iloc[-1][metric]) / float(ref_row[metric]))
+                _at, text = crossover(lengths, ratio, failed)
+                record[f"overtakes {ref} at L"] = text
+            records.append(record)
+    figure.table = pd.DataFrame(records)
+    fitted = {(r["workload"], r["metric"], r["line"]): r["slope"] for r in records}
+    figure.png = _time_memory_panels(panels, colours, figure.title, out_dir / f"{figure.key}.png", loglog=True,
+                                     slopes=fitted)
+    return figure
+
+
+FIGURES = (fig3_memory_flops_ndcg, table3_recgrela_layers, fig6_layers_recgrela_sigma,
+           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog)
+
+
+def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: Path | None,
+                out_dir: Path) -> list[Figure]:
+    """Every figure into `out_dir`; a figure that fails to draw is reported, never raised."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colours = _colours(sorted(set(results["_label"]))) if len(results) else {}
+    figures = []
+    for make in FIGURES:
+        try:
+            figure = make(results, metrics, colours, out_dir)
+        except Exception as err:  # noqa: BLE001 - the page shows the failure instead of losing the rest
+            key = make.__name__
+            figure = Figure(key, key, "", missing=f"drawing failed: {type(err).__name__}: {err}")
+        finally:
+            plt.close("all")
+        if figure.missing is None and len(figure.runs) > 1:
+            figure.notes.append(f"rows from {len(figure.runs)} run folders: wall times compare reliably only "
+                                "within one run (10-25 % drift between runs); tracked memory and FLOPs are exact")
+        figures.append(figure)
+    figures.insert(5, fig9_rank(rank_csv, out_dir))
+    return figures

@@ -1,0 +1,434 @@
+"""The regression gate: re-measure a tiny CPU grid and fail when a model got hungrier or slower.
+
+Examples:
+  python -m bench.regress                          # check the working tree against the committed baselines
+  python -m bench.regress --update                 # re-measure every model, rewrite the baselines, say what changed
+  python -m bench.regress --update --models sigma  # add or refresh one model's baseline, keep the others
+  python -m bench.regress --models linrec,sasrec   # check only these models
+  python -m bench.regress --baseline /tmp/b.json --update   # baselines elsewhere (tests do this)
+
+The grid: every registered model (`models.available()` at run time) with its default config, both
+workloads (train: forward + CE + backward + Adam step; infer: forward + full scores), at one tiny
+shape (GRID below: B=4, L=32, d=16, 2 layers, 2 heads, 256 items, 1 thread). Each point is measured
+in this process by the sweep's own child routine (`bench.point.run`): parameters, FLOPs from every
+counter (fvcore, FlopCounterMode forward and whole step, analytic, scan) and the exact tracked
+peak memory of one step (MemTracker). Time is a ratio to a control workload (a fixed matmul + MLP
+train step, `control_step`) timed in the same process: 30 rounds, each one control step and one
+model step back to back in alternating order, and the median of the 30 per-round ratios, so load
+from other processes hits both sides alike. The whole gate takes about a minute on 2 CPU cores.
+
+Rules (growth = now / baseline; a decrease never fails and is listed so `--update` can lock it in):
+  tracked_peak_bytes                fail on any growth. MemTracker sums tensor storages (numel x
+                                    element size), so the count is exact: identical across processes,
+                                    thread counts and run order on the same torch version; a growth of
+                                    even one tensor is a real change in what a step keeps alive.
+  FLOPs (fvcore, FlopCounterMode,   fail on any growth: integer counts from shapes.
+  analytic, scan), params
+  time ratio (model / control)      fail when it grows more than --time-fail (default 3x), warn (exit 0)
+                                    above --time-warn (default 2x). Wall time of millisecond steps on a
+                                    shared 2-core runner moves 10-50 % between runs even after the control
+                                    ratio, so only a gross slowdown (a new Python loop, a materialised
+                                    L x L) is a failure; use the pytest-benchmark micro-benchmarks
+                                    (tests/test_benchmarks.py) for finer timing work.
+A measurement that fails (status error / oom) is a failure of that model.
+
+Exit codes: 0 pass (warnings may be printed), 1 regression (a table of what moved, by how much),
+2 error: a missing or corrupt baseline file, a registered model with no baseline (run --update),
+a baseline made for another grid, or bad input (one line on stderr).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_BASELINE = REPO_ROOT / "reports" / "baselines" / "cpu-tiny.json"
+FORMAT = "seqrec-bench regression baselines v1"
+GRID = {"batch_size": 4, "seq_len": 32, "n_layers": 2, "n_heads": 2, "d_model": 16, "n_items": 256,
+        "threads": 1, "warmup": 3, "rounds": 30, "seed": 0, "device": "cpu", "workloads": ["train", "infer"]}
+CONTROL = {"rows": 128, "d_in": 64, "d_hidden": 256, "description":
+           "x [128, 64] @ W [64, 64] -> Linear(64, 256) -> GELU -> Linear(256, 64) -> mean square; "
+           "backward; Adam step (seed 0)"}
+EXACT = ("tracked_peak_bytes", "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
+         "fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic", "params_total", "params_trainable")
+TIME_FAIL, TIME_WARN = 3.0, 2.0
+
+
+class UsageError(Exception):
+    """Bad input or an unusable baseline: one line on stderr, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def ratio_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0],
+                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--update", action="store_true", help="re-measure and rewrite the baselines")
+    p.add_argument("--models", help="comma list of registered names (default: every registered model)")
+    p.add_argument("--baseline", default=str(DEFAULT_BASELINE), help="baseline file (default: %(default)s)")
+    p.add_argument("--time-fail", type=ratio_arg, default=TIME_FAIL,
+                   help="fail when a time ratio grows by more than this factor (default %(default)s)")
+    p.add_argument("--time-warn", type=ratio_arg, default=TIME_WARN,
+                   help="warn when a time ratio grows by more than this factor (default %(default)s)")
+    p.add_argument("--no-time", action="store_true",
+                   help="report time ratios but never warn or fail on them (counts only)")
+    return p
+
+
+# ------------------------------------------------------------------------------------ measuring
+
+
+def control_step():
+    """The fixed control workload: (step, inputs built) - a small matmul + MLP train step."""
+    import torch
+    import torch.nn as nn
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(CONTROL["rows"], CONTROL["d_in"], generator=gen)
+    mix = torch.randn(CONTROL["d_in"], CONTROL["d_in"], generator=gen)
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Linear(CONTROL["d_in"], CONTROL["d_hidden"]), nn.GELU(),
+                        nn.Linear(CONTROL["d_hidden"], CONTROL["d_in"]))
+    optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = mlp(x @ mix).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def paired_time_ratio(step, control, warmup: int, rounds: int) -> tuple[float, float, float]:
+    """(median of per-round ratios step / control, median step ms, median control ms).
+
+    Each round times one control step and one model step back to back, in alternating order
+    (C M, M C, ...), so load that comes and goes hits both sides of a round alike (bench.ab's method).
+    """
+    from bench.ab import _timed
+
+    for _ in range(warmup):
+        control()
+        step()
+    model_ms, control_ms = [], []
+    for r in range(rounds):
+        for side in (("c", "m") if r % 2 == 0 else ("m", "c")):
+            (control_ms if side == "c" else model_ms).append(_timed(control if side == "c" else step))
+    ratio = statistics.median(m / c for m, c in zip(model_ms, control_ms))
+    return ratio, statistics.median(model_ms), statistics.median(control_ms)
+
+
+def measure_point(name: str, workload: str, control) -> dict:
+    """One model x workload at GRID: counts and tracked memory by `bench.point.run` (its own
+    timing, one step, is not used), then the paired time ratio against the control."""
+    from bench.grid import Point
+    from bench.point import run
+    from bench.workload import build_workload
+
+    point = Point(name, (), workload, "seq_len", seq_len=GRID["seq_len"], batch_size=GRID["batch_size"],
+                  n_layers=GRID["n_layers"], n_heads=GRID["n_heads"], d_model=GRID["d_model"],
+                  n_items=GRID["n_items"], device=GRID["device"], threads=GRID["threads"], warmup=1,
+                  repeats=1, seed=GRID["seed"])
+    row = run(point)
+    entry = {"status": row["status"], "reason": row.get("reason", "")}
+    for column in EXACT:
+        value = row.get(column)
+        entry[column] = None if value in (None, "") else int(value)
+    if row["status"] == "ok":
+        w = build_workload(name, point.model_config(), workload, point.batch_size, point.seed, point.device)
+        ratio, model_ms, control_ms = paired_time_ratio(w.step, control, GRID["warmup"], GRID["rounds"])
+        entry.update(time_ratio=round(ratio, 4), time_median_ms=round(model_ms, 4),
+                     control_median_ms=round(control_ms, 4))
+    return entry
+
+
+def measure_grid(names: list[str], log=print) -> dict:
+    """{model: {workload: entry}} for every name and workload, measured with 1 thread (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(GRID["threads"])
+    try:
+        control = control_step()
+        measured, total, start = {}, len(names) * len(GRID["workloads"]), time.monotonic()
+        for name in names:
+            for workload in GRID["workloads"]:
+                t0 = time.monotonic()
+                entry = measure_point(name, workload, control)
+                measured.setdefault(name, {})[workload] = entry
+                done = sum(len(v) for v in measured.values())
+                state = "ok" if entry["status"] == "ok" else f"{entry['status']}: {entry['reason']}"
+                log(f"[{done}/{total}] {name} {workload}: {state} ({time.monotonic() - t0:.1f} s, "
+                    f"elapsed {time.monotonic() - start:.0f} s)")
+    finally:
+        torch.set_num_threads(threads)
+    return measured
+
+
+# ------------------------------------------------------------------------------------ baselines
+
+
+def environment() -> dict:
+    import platform
+
+    import torch
+
+    from bench.results import cpu_name, git_commit, utc_now
+
+    return {"torch_version": torch.__version__, "python_version": platform.python_version(),
+            "device_name": cpu_name(), "git_commit": git_commit(), "timestamp_utc": utc_now()}
+
+
+def load_baseline(path: Path) -> dict:
+    """The baseline file, validated; raises UsageError saying what is wrong with it."""
+    if not path.is_file():
+        raise UsageError(f"no baseline file {path}; create it with `python -m bench.regress --update`")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"corrupt baseline {path}: {' '.join(str(err).split())}; "
+                         "rewrite it with `python -m bench.regress --update`") from None
+    problem = _validate(data)
+    if problem:
+        raise UsageError(f"corrupt baseline {path}: {problem}; rewrite it with `python -m bench.regress --update`")
+    return data
+
+
+def _validate(data) -> str | None:
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return f"not a baseline file (expected format {FORMAT!r})"
+    if not isinstance(data.get("grid"), dict) or not isinstance(data.get("models"), dict):
+        return "missing 'grid' or 'models'"
+    for name, workloads in data["models"].items():
+        if not isinstance(workloads, dict):
+            return f"model {name!r} is not a mapping of workloads"
+        for workload in GRID["workloads"]:
+            entry = workloads.get(workload)
+            if not isinstance(entry, dict) or entry.get("status") != "ok":
+                return f"model {name!r} has no successful {workload} baseline"
+            for column in EXACT:
+                if not isinstance(entry.get(column), (int, type(None))) or isinstance(entry.get(column), bool):
+                    return f"{name} {workload}: {column} is not an integer"
+            if not isinstance(entry.get("time_ratio"), (int, float)) or not entry["time_ratio"] > 0:
+                return f"{name} {workload}: time_ratio is not a positive number"
+    return None
+
+
+def write_baseline(path: Path, models_measured: dict) -> None:
+    data = {"format": FORMAT, "grid": GRID, "control": CONTROL, "environment": environment(),
+            "models": {name: models_measured[name] for name in sorted(models_measured)}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(data, indent=1, sort_keys=False) + "\n")
+    from bench.figures import publish
+
+    publish(tmp, path)
+
+
+# ------------------------------------------------------------------------------------ comparing
+
+
+@dataclass
+class Change:
+    model: str
+    workload: str
+    quantity: str
+    baseline: object
+    now: object
+    verdict: str  # FAIL, WARN, better, changed
+
+    @property
+    def change(self) -> str:
+        if isinstance(self.baseline, (int, float)) and isinstance(self.now, (int, float)) and self.baseline:
+            factor = self.now / self.baseline
+            return f"{(factor - 1) * 100:+.1f}%" if factor < 2 else f"x{factor:.2f}"
+        return ""
+
+
+def compare(baseline: dict, measured: dict, time_fail: float = TIME_FAIL, time_warn: float = TIME_WARN,
+            check_time: bool = True) -> list[Change]:
+    """Every quantity that moved, with its verdict under the rules in the module docstring."""
+    changes = []
+    for name, workloads in measured.items():
+        for workload, now in workloads.items():
+            base = baseline.get(name, {}).get(workload)
+            if base is None:
+                continue
+            if now["status"] != "ok":
+                changes.append(Change(name, workload, "status", "ok", f"{now['status']}: {now['reason']}", "FAIL"))
+                continue
+            for column in EXACT:
+                old, new = base.get(column), now.get(column)
+                if old == new:
+                    continue
+                if old is None or new is None:
+                    verdict = "changed"
+                else:
+                    verdict = "FAIL" if new > old else "better"
+                changes.append(Change(name, workload, column, old, new, verdict))
+            old, new = base["time_ratio"], now["time_ratio"]
+            growth = new / old
+            if check_time and growth > time_fail:
+                verdict = "FAIL"
+            elif check_time and growth > time_warn:
+                verdict = "WARN"
+            else:
+                continue  # within the noise band: not worth a line
+            changes.append(Change(name, workload, "time_ratio", old, new, verdict))
+    return changes
+
+
+def _fmt(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def table(changes: list[Change], time_fail: float, time_warn: float) -> str:
+    rules = {"time_ratio": f"fail > x{time_fail:g}, warn > x{time_warn:g}", "status": "must be ok"}
+    rows = [("model", "workload", "quantity", "baseline", "now", "change", "verdict", "rule")]
+    for c in changes:
+        rows.append((c.model, c.workload, c.quantity, _fmt(c.baseline), _fmt(c.now), c.change, c.verdict,
+                     rules.get(c.quantity, "no growth")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows)
+
+
+# ------------------------------------------------------------------------------------ CLI
+
+
+def selected_models(text: str | None) -> list[str]:
+    import models
+
+    if not text:
+        return models.available()
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in models.available()]
+    if unknown or not names:
+        raise UsageError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
+                         f"registered: {', '.join(models.available())}")
+    return names
+
+
+def check(args, names: list[str], path: Path) -> int:
+    data = load_baseline(path)
+    if data["grid"] != GRID:
+        raise UsageError(f"baseline {path} was made for another grid ({data['grid']}); this code measures "
+                         f"{GRID}; run `python -m bench.regress --update`")
+    absent = [n for n in names if n not in data["models"]]
+    if absent:
+        raise UsageError(f"no baseline for registered model(s) {', '.join(absent)} in {path}; run "
+                         f"`python -m bench.regress --update --models {','.join(absent)}`")
+    env = data.get("environment", {})
+    import torch
+
+    import models
+
+    if env.get("torch_version") and env["torch_version"] != torch.__version__:
+        print(f"note: baselines were made with torch {env['torch_version']}, this is {torch.__version__}; "
+              "memory and FLOP counts can move with torch itself", flush=True)
+    stale = sorted(set(data["models"]) - set(models.available()))
+    if stale:
+        print(f"note: baselines hold models no longer registered: {', '.join(stale)} (--update drops them)")
+    measured = measure_grid(names, log=lambda line: print(line, flush=True))
+    changes = compare(data["models"], measured, args.time_fail, args.time_warn, not args.no_time)
+    failed = sorted({c.model for c in changes if c.verdict == "FAIL"})
+    if changes:
+        print(table(changes, args.time_fail, args.time_warn))
+    points = len(names) * len(GRID["workloads"])
+    if failed:
+        print(f"bench.regress: FAILED: {', '.join(failed)} regressed against {path} (see the table; if the "
+              "change is intended, run `python -m bench.regress --update` and commit the new baselines)")
+        return 1
+    warned = sorted({c.model for c in changes if c.verdict == "WARN"})
+    print(f"bench.regress: OK: {points} points ({len(names)} models x {len(GRID['workloads'])} workloads) "
+          f"within the baselines of {path}" + (f"; slower, within the failure band: {', '.join(warned)}" if warned else ""))
+    return 0
+
+
+def update(args, names: list[str], path: Path) -> int:
+    old = {}
+    if path.exists():
+        try:
+            old = load_baseline(path)["models"]
+        except UsageError as err:
+            if args.models:
+                raise UsageError(f"{err}; --update --models would keep the other models from it: run "
+                                 "--update without --models") from None
+            print(f"note: replacing an unreadable baseline ({err})")
+    measured = measure_grid(names, log=lambda line: print(line, flush=True))
+    broken = {f"{n} {w}: {e['status']}: {e['reason']}" for n, ws in measured.items() for w, e in ws.items()
+              if e["status"] != "ok"}
+    if broken:
+        print("bench.regress: not updated, some points failed to measure:\n  " + "\n  ".join(sorted(broken)),
+              file=sys.stderr)
+        return 1
+    merged = dict(old) if args.models else {}
+    merged.update(measured)
+    changes = compare(old, measured, args.time_fail, args.time_warn, check_time=True)
+    added = sorted(set(measured) - set(old))
+    dropped = sorted(set(old) - set(merged))
+    write_baseline(path, merged)
+    if changes:
+        print("changes against the previous baselines (time ratios only beyond the warning band):")
+        print(table(changes, args.time_fail, args.time_warn))
+    if added:
+        print(f"new baselines: {', '.join(added)}")
+    if dropped:
+        print(f"dropped (no longer registered): {', '.join(dropped)}")
+    if not (changes or added or dropped):
+        print("no change beyond the time-ratio noise band")
+    print(f"wrote {path} ({len(merged)} models)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser().parse_args(argv)
+        if args.time_warn > args.time_fail:
+            raise UsageError("--time-warn must not exceed --time-fail")
+        names = selected_models(args.models)
+        path = Path(args.baseline)
+        if path.exists() and not path.is_file():
+            raise UsageError(f"--baseline {path} is a folder, not a file")
+        return update(args, names, path) if args.update else check(args, names, path)
+    except UsageError as err:
+        print(f"bench.regress: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
