@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .layers import recbole_init
+
 
 @dataclass
 class SeqRecConfig:
@@ -120,3 +122,22 @@ class SequentialRecommender(nn.Module):
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """Forward FLOPs of element-wise recurrences (scans) that no counter sees; 0 if none."""
         return 0
+
+
+class RecBoleStack(SequentialRecommender):
+    """RecBole's wrapper of the recurrent models (Mamba4Rec, EchoMamba4Rec, SIGMA, RecBLR):
+    X0 = LN_1e-12(Dropout(E[S])), no position embedding, then the layers in turn; RecBole's init
+    over the whole model. Subclasses pass their layers and add only what differs."""
+
+    def __init__(self, config: SeqRecConfig, layers):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.dropout)
+        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
+        self.layers = nn.ModuleList(layers)
+        self.apply(recbole_init)
+
+    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
+        for layer in self.layers:
+            x = layer(x)
+        return x

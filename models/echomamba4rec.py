@@ -65,8 +65,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from .base import SequentialRecommender
-from .layers import recbole_init
+from .base import RecBoleStack
 from .mamba4rec import MambaBlock, MambaConfig
 
 
@@ -204,24 +203,14 @@ class BiMambaLayer(nn.Module):
         return self.glu(x)
 
 
-class EchoMamba4Rec(SequentialRecommender):
+class EchoMamba4Rec(RecBoleStack):
     causal = False  # the backward Mamba and the FFT filter see later slots and the padding
     faithful_to = ("wyd0042/EchoMamba4Rec@6916872 EchoMamba4Rec_submitted/model.py "
                    "+ state-spaces/mamba v1.1.4 Mamba")
     config_class = EchoMamba4RecConfig
 
     def __init__(self, config: EchoMamba4RecConfig):
-        super().__init__(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.layers = nn.ModuleList(BiMambaLayer(config) for _ in range(config.n_layers))
-        self.apply(recbole_init)
-
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        super().__init__(config, (BiMambaLayer(config) for _ in range(config.n_layers)))
 
     @property
     def mamba_blocks_per_layer(self) -> int:

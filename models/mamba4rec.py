@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SeqRecConfig, SequentialRecommender
-from .layers import CausalDepthwiseConv1d, FeedForward, recbole_init
+from .base import RecBoleStack, SeqRecConfig
+from .layers import CausalDepthwiseConv1d, FeedForward
 from .ops import selective_scan as scan_ops
 
 # Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
@@ -177,23 +177,13 @@ class MambaLayer(nn.Module):
         return self.ffn(self.norm(y + x if self.residual else y))
 
 
-class Mamba4Rec(SequentialRecommender):
+class Mamba4Rec(RecBoleStack):
     causal = True
     faithful_to = "chengkai-liu/Mamba4Rec@44a0c84 mamba4rec.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = MambaConfig
 
     def __init__(self, config: MambaConfig):
-        super().__init__(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.layers = nn.ModuleList(MambaLayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers))
-        self.apply(recbole_init)
-
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        super().__init__(config, (MambaLayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model

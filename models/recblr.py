@@ -60,8 +60,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SeqRecConfig, SequentialRecommender
-from .layers import CausalDepthwiseConv1d, FeedForward, recbole_init
+from .base import RecBoleStack, SeqRecConfig
+from .layers import CausalDepthwiseConv1d, FeedForward
 from .ops.linear_scan import linear_scan, linear_scan_ref
 
 SCANS = {"parallel": linear_scan, "sequential": linear_scan_ref}
@@ -201,23 +201,13 @@ class RecurrentLayer(nn.Module):
         return self.ffn(self.norm(self.dropout(self.grl(x)) + x))
 
 
-class RecBLR(SequentialRecommender):
+class RecBLR(RecBoleStack):
     causal = True  # causal conv + forward scan; the pad slots precede slot 0 and hold no item
     faithful_to = "chengkai-liu/RecBLR@d01e5c9 RecBLR.py (RecBLR, RecurrentLayer, GatedRecurrentLayer)"
     config_class = RecBLRConfig
 
     def __init__(self, config: RecBLRConfig):
-        super().__init__(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.layers = nn.ModuleList(RecurrentLayer(config) for _ in range(config.n_layers))
-        self.apply(recbole_init)
-
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        super().__init__(config, (RecurrentLayer(config) for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model

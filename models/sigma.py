@@ -49,8 +49,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SequentialRecommender
-from .layers import FeedForward, recbole_init
+from .base import RecBoleStack
+from .layers import FeedForward
 from .mamba4rec import MambaBlock, MambaConfig
 
 FEATURE_CONV_KERNEL = 3  # the GRU branch's Conv1d, hard-coded with padding 1 (a centred window)
@@ -197,23 +197,13 @@ class SIGMALayer(nn.Module):
         return self.ffn(self.norm(y + x if self.residual else y))
 
 
-class SIGMA(SequentialRecommender):
+class SIGMA(RecBoleStack):
     causal = False  # the partial flip and the centred k = 3 conv read later slots
     faithful_to = "ziwliu-cityu/SIMGA@018d73a model/gated_mamba.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = SIGMAConfig
 
     def __init__(self, config: SIGMAConfig):
-        super().__init__(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.layers = nn.ModuleList(SIGMALayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers))
-        self.apply(recbole_init)
-
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        super().__init__(config, (SIGMALayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
