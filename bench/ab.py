@@ -15,7 +15,6 @@ run is appended atomically (the file is created with a header).
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import platform
@@ -28,6 +27,8 @@ from pathlib import Path
 
 import torch
 
+from bench import cli
+from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import _percentile, set_cpu_threads
@@ -121,37 +122,20 @@ def append_row(path: Path, result: ABResult) -> None:
     os.replace(tmp, path)
 
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
-def _positive(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m bench.ab", description=__doc__.split("\n\n")[0],
-                epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser() -> cli.OneLineParser:
+    p = cli.parser("bench.ab", __doc__)
     p.add_argument("model_a", help="NAME[:key=value...], the reference side")
     p.add_argument("model_b", help="NAME[:key=value...], the side compared with A")
     p.add_argument("--workload", choices=("train", "infer"), default="train")
-    p.add_argument("--batch-size", type=_positive, default=64)
-    p.add_argument("--seq-len", type=_positive, default=200)
-    p.add_argument("--layers", type=_positive, default=2)
-    p.add_argument("--heads", type=_positive, default=2)
-    p.add_argument("--d-model", type=_positive, default=64)
-    p.add_argument("--n-items", type=_positive, default=3417)
-    p.add_argument("--threads", type=_positive, default=1, help="CPU intra-op threads (default 1)")
-    p.add_argument("--rounds", type=_positive, default=10, help="timed rounds, each runs A and B once")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps of each side first")
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--seq-len", type=positive_int, default=200)
+    p.add_argument("--layers", type=positive_int, default=2)
+    p.add_argument("--heads", type=positive_int, default=2)
+    p.add_argument("--d-model", type=positive_int, default=64)
+    p.add_argument("--n-items", type=positive_int, default=3417)
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU intra-op threads (default 1)")
+    p.add_argument("--rounds", type=positive_int, default=10, help="timed rounds, each runs A and B once")
+    p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps of each side first")
     p.add_argument("--out", help="CSV file to append the result row to")
     return p
 
@@ -160,14 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         specs = [parse_model_spec(text) for text in (args.model_a, args.model_b)]
-        if args.warmup < 0:
-            raise UsageError("--warmup must be >= 0")
         out = Path(args.out) if args.out else None
         if out is not None and out.is_dir():
             raise UsageError(f"--out {out} is a folder; give a CSV file path")
     except (UsageError, ValueError) as err:
-        print(f"python -m bench.ab: error: {err}", file=sys.stderr)
-        return 2
+        return cli.report_usage_error("bench.ab", err)
     result = compare(*specs, workload=args.workload, batch_size=args.batch_size, seq_len=args.seq_len,
                      n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,
                      n_items=args.n_items, rounds=args.rounds, warmup=args.warmup,
@@ -183,4 +164,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.run(main)

@@ -41,6 +41,8 @@ from pathlib import Path
 
 import torch
 
+from bench import cli
+from bench.cli import UsageError, positive_int, non_negative_int
 from bench.grid import PRESETS, parse_model_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,31 +51,8 @@ TOP_COLUMNS = ["rank", "op", "calls", "self_cpu_time_us", "cpu_time_total_us", "
                "self_device_memory_bytes", "device_memory_bytes"]
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0],
-                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("bench.profile", __doc__)
     p.add_argument("--model", required=True, help="NAME[:key=value[:key=value]], as in bench.sweep --models")
     p.add_argument("--workload", choices=("train", "infer"), default="train")
     p.add_argument("--preset", choices=sorted(PRESETS), help="shape defaults: paper on CUDA, quick otherwise")
@@ -302,8 +281,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    cli.run(main)

@@ -49,6 +49,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import cli
+from bench.cli import UsageError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = REPO_ROOT / "reports" / "baselines" / "cpu-tiny.json"
 FORMAT = "seqrec-bench regression baselines v1"
@@ -62,15 +65,6 @@ EXACT = ("tracked_peak_bytes", "fwd_flops_fvcore", "fwd_flops_flopcounter", "ste
 TIME_FAIL, TIME_WARN = 3.0, 2.0
 
 
-class UsageError(Exception):
-    """Bad input or an unusable baseline: one line on stderr, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def ratio_arg(text: str) -> float:
     try:
         value = float(text)
@@ -82,9 +76,7 @@ def ratio_arg(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m bench.regress", description=__doc__.split("\n\n")[0],
-                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("bench.regress", __doc__)
     p.add_argument("--update", action="store_true", help="re-measure and rewrite the baselines")
     p.add_argument("--models", help="comma list of registered names (default: every registered model)")
     p.add_argument("--baseline", default=str(DEFAULT_BASELINE), help="baseline file (default: %(default)s)")
@@ -427,8 +419,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    cli.run(main)

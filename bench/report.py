@@ -31,23 +31,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench import cli
+from bench.cli import UsageError
 from bench import figures as F
 from bench.results import git_commit, utc_now
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0],
-                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("bench.report", __doc__)
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
                    help="sweep, training or rank output folders")
     p.add_argument("--out", help="folder for index.md and the figures (default: the first RUN_DIR)")
@@ -219,8 +210,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    cli.run(main)

@@ -20,43 +20,21 @@ The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from bench import cli
+from bench.cli import UsageError, positive_int, non_negative_int
 from bench import results
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_spec, parse_values
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class UsageError(Exception):
-    """Bad input: reported as one line on stderr with exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
-
-
 def parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m bench.sweep", description=__doc__.split("\n\n")[0],
-                      epilog="\n\n".join(__doc__.split("\n\n")[1:]),
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = cli.parser("bench.sweep", __doc__)
     p.add_argument("--axis", required=True, choices=sorted(AXES), help="the dimension to sweep")
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="grid and fixed dimensions; default: paper on CUDA, quick otherwise. "
@@ -215,8 +193,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BrokenPipeError:  # output piped into `head` and the like: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        sys.exit(0)
+    cli.run(main)

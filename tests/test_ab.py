@@ -36,5 +36,5 @@ def test_cli_appends_rows_and_rejects_bad_input(tmp_path, capsys):
                 ["sasrec", "linrec", "--out", str(tmp_path)]):
         assert ab.main(bad) == 2
         err = capsys.readouterr().err.strip()
-        assert err.count("\n") == 0 and err.startswith("python -m bench.ab: error:")
+        assert err.count("\n") == 0 and err.startswith("bench.ab: error:")
     assert len(list(csv.DictReader(out.open()))) == 2

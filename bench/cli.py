@@ -1,0 +1,57 @@
+"""What every `python -m bench.X` command shares: one-line usage errors, argument types, a quiet exit
+on a closed pipe.
+
+Rule of the house: bad input is reported as ONE line on stderr (`bench.X: error: ...`) with exit
+code 2, no traceback, before anything is written. A command raises `UsageError` for its own
+checks; `parser()` builds an argparse parser whose own errors become `UsageError` too, with the
+module docstring as description (first paragraph) and epilog (the rest: examples, method).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+
+class UsageError(Exception):
+    """Bad input: reported as one line on stderr with exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parser(prog: str, doc: str) -> OneLineParser:
+    """A parser for `python -m PROG` described by its module docstring ``doc``."""
+    head, _, rest = doc.partition("\n\n")
+    return OneLineParser(prog=f"python -m {prog}", description=head, epilog=rest,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def non_negative_int(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
+    return int(text)
+
+
+def report_usage_error(prog: str, err: BaseException) -> int:
+    """Print ``err`` as the one-line usage error of ``prog``; return exit code 2."""
+    print(f"{prog}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def run(main: Callable[[], int]) -> None:
+    """`sys.exit(main())`, stopping quietly when stdout is a closed pipe (`... | head`)."""
+    try:
+        sys.exit(main())
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
