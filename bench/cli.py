@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -48,8 +49,15 @@ def report_usage_error(prog: str, err: BaseException) -> int:
     return 2
 
 
+def _terminate(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(main: Callable[[], int]) -> None:
-    """`sys.exit(main())`, stopping quietly when stdout is a closed pipe (`... | head`)."""
+    """`sys.exit(main())`, stopping quietly when stdout is a closed pipe (`... | head`). SIGTERM
+    (`kill`, a job scheduler) is turned into KeyboardInterrupt, so it takes the Ctrl-C path: a
+    running child is killed, finished rows are kept, and the command says so."""
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())
     except BrokenPipeError:

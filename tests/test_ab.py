@@ -38,3 +38,27 @@ def test_cli_appends_rows_and_rejects_bad_input(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("bench.ab: error:")
     assert len(list(csv.DictReader(out.open()))) == 2
+
+
+def test_sigterm_takes_the_interrupt_path():
+    """bench.cli.run turns SIGTERM into KeyboardInterrupt, so commands clean up (kill the running
+    child, keep finished rows) instead of dying and orphaning a measurement process."""
+    import os
+    import signal
+
+    from bench import cli
+
+    def main():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+        except KeyboardInterrupt:
+            return 130
+        return 0
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli.run(main)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert exit_info.value.code == 130
