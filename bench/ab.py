@@ -16,11 +16,9 @@ run is appended atomically (the file is created with a header).
 from __future__ import annotations
 
 import csv
-import os
-import platform
+import io
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,6 +30,8 @@ from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import _percentile, set_cpu_threads
+from bench.point import device_name
+from bench.results import write_text_atomic
 from bench.workload import build_workload
 
 
@@ -57,7 +57,8 @@ class ABResult:
     tracked_peak_a_bytes: int
     tracked_peak_b_bytes: int
     torch_version: str
-    cpu: str
+    device: str
+    device_name: str  # as in sweep rows (bench.point.device_name)
 
 
 def _timed(step) -> float:
@@ -102,24 +103,23 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", ba
         ratio_b_over_a_median=statistics.median(ratios), ratio_b_over_a_p10=_percentile(ratios, 10),
         ratio_b_over_a_p90=_percentile(ratios, 90), rounds_b_slower=sum(r > 1 for r in ratios),
         tracked_peak_a_bytes=peaks[0], tracked_peak_b_bytes=peaks[1],
-        torch_version=torch.__version__, cpu=platform.processor() or platform.machine())
+        torch_version=torch.__version__, device=device.split(":")[0],
+        device_name=device_name(device, torch.cuda.is_available() and torch.cuda.is_initialized()))
 
 
 def append_row(path: Path, result: ABResult) -> None:
-    """Append one row atomically (copy + write + os.replace), header on creation."""
+    """Append one row atomically (the whole file rewritten through a temporary), header on creation."""
     row = asdict(result)
     existing = path.read_text() if path.exists() else ""
     if existing and existing.splitlines()[0].split(",") != list(row):
         raise ValueError(f"{path} has other columns than an A/B result")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(row))
+    if not existing:
+        writer.writeheader()
+    writer.writerow(row)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as handle:
-        handle.write(existing)
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if not existing:
-            writer.writeheader()
-        writer.writerow(row)
-    os.replace(tmp, path)
+    write_text_atomic(path, existing + buffer.getvalue())
 
 
 def parser() -> cli.OneLineParser:

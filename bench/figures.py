@@ -46,6 +46,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from bench.analysis import loglog_slope, slopes  # noqa: E402
+from bench.results import publish  # noqa: E402
 from bench.plots import FAIL_STYLE, MEM_YLABEL, TIME_YLABEL, _colours, _fmt_num, _memory_column, _span_is_log, line_label  # noqa: E402
 from bench.results import KEY_COLUMNS  # noqa: E402
 
@@ -218,15 +219,6 @@ def environment(rows: pd.DataFrame) -> str:
     if threads:
         parts.append("threads " + ", ".join(map(str, threads)))
     return "; ".join(parts) or "environment not recorded"
-
-
-def publish(tmp: str | Path, path: Path) -> None:
-    """Move a finished temporary file over `path` with the permissions a plain open() would give
-    (mkstemp creates files readable by the owner only)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 def _save(fig, path: Path) -> Path:

@@ -41,7 +41,8 @@ import torch
 from bench import cli
 from bench import data as seqdata
 from bench.cli import UsageError, non_negative_int, positive_int
-from bench.train import CheckpointError, csv_text, load_checkpoint, read_csv, write_atomic
+from bench.train import CheckpointError, csv_text, load_checkpoint, read_csv
+from bench.results import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RANK_COLUMNS = ["model", "model_spec", "checkpoint", "view", "user", "n_real", "rank", "max_rank", "tolerance",
@@ -243,9 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     rule = (f"sigma_max x {args.rtol:g}" if args.rtol is not None
             else f"sigma_max x max(rows, d) x eps_fp32 ({FLOAT32_EPS:.3g})")
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "ranks.csv", csv_text(RANK_COLUMNS, rows))
-    write_atomic(out / "rank_summary.csv", csv_text(SUMMARY_COLUMNS, summarise(rows, rule)))
-    write_atomic(out / "rank_command.json", json.dumps({"argv": argv, "users": len(users), "seed": args.seed,
+    write_text_atomic(out / "ranks.csv", csv_text(RANK_COLUMNS, rows))
+    write_text_atomic(out / "rank_summary.csv", csv_text(SUMMARY_COLUMNS, summarise(rows, rule)))
+    write_text_atomic(out / "rank_command.json", json.dumps({"argv": argv, "users": len(users), "seed": args.seed,
                                                         "tolerance_rule": rule}, indent=2) + "\n")
     png = plot_rank_figure(out / "ranks.csv", out / "rank_fig9.png")
     for path in (out / "ranks.csv", out / "rank_summary.csv", png):

@@ -41,10 +41,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,12 +231,9 @@ def write_baseline(path: Path, models_measured: dict) -> None:
     data = {"format": FORMAT, "grid": GRID, "control": CONTROL, "environment": environment(),
             "models": {name: models_measured[name] for name in sorted(models_measured)}}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    from bench.figures import publish
+    from bench.results import write_text_atomic
 
-    publish(tmp, path)
+    write_text_atomic(path, json.dumps(data, indent=1, sort_keys=False) + "\n")
 
 
 # ------------------------------------------------------------------------------------ comparing

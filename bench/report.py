@@ -26,7 +26,6 @@ import argparse
 import os
 import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +33,7 @@ import pandas as pd
 from bench import cli
 from bench.cli import UsageError
 from bench import figures as F
-from bench.results import git_commit, utc_now
+from bench.results import git_commit, utc_now, write_text_atomic
 
 
 def parser() -> argparse.ArgumentParser:
@@ -153,20 +152,6 @@ def render_page(figures: list, results: pd.DataFrame, commands: dict, command: s
     return "\n".join(lines)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    F.publish(tmp, path)
-
-
-def write_csv_atomic(path: Path, table: pd.DataFrame) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    table.to_csv(tmp, index=False)
-    F.publish(tmp, path)
-
-
 def build_report(run_dirs: list[Path], out_dir: Path, rank_csv: Path | None = None,
                  command: str = "python -m bench.report") -> tuple[Path, list]:
     """Load the inputs, draw every figure into `out_dir`, write `out_dir/index.md`; returns (page, figures)."""
@@ -178,7 +163,7 @@ def build_report(run_dirs: list[Path], out_dir: Path, rank_csv: Path | None = No
     for figure in figures:
         csv_path, png_path = out_dir / f"{figure.key}.csv", out_dir / f"{figure.key}.png"
         if figure.missing is None and figure.table is not None:
-            write_csv_atomic(csv_path, figure.table)
+            write_text_atomic(csv_path, figure.table.to_csv(index=False))
         else:  # never leave an older drawing that the page no longer vouches for
             for stale in (csv_path, png_path):
                 if stale.exists():

@@ -14,6 +14,7 @@ import io
 import os
 import platform
 import subprocess
+import tempfile
 from pathlib import Path
 
 COLUMNS = [
@@ -89,17 +90,37 @@ def header_line() -> str:
     return ",".join(COLUMNS) + "\n"
 
 
+def publish(tmp: str | Path, path: Path) -> None:
+    """Move a finished temporary file over `path` with the permissions a plain open() would give
+    (mkstemp creates files readable by the owner only)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a whole file through a temporary sibling (fsync, then rename): readers see the old
+    file or the new one, never a torn one; an interrupted write leaves no temporary behind."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def append_row(path: Path, row: dict) -> None:
-    """Append one row atomically (write a temporary copy, fsync, rename over the original)."""
+    """Append one row atomically (a rewritten copy renamed over the original)."""
     path = Path(path)
     line = _line(row)  # validates before anything is touched
     old = path.read_text() if path.exists() else header_line()
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(old + line)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_text_atomic(path, old + line)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -57,6 +57,7 @@ from bench import data as seqdata
 from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.metrics import METRICS, ranking_metrics, target_ranks
+from bench.results import write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_FORMAT = "seqrec-bench-checkpoint/1"
@@ -85,17 +86,6 @@ class CheckpointError(ValueError):
 
 # --- small shared pieces (also used by bench.rank) -------------------------------------------------
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file through a temporary sibling and os.replace (never a torn file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def csv_text(columns: list[str], rows: list[dict]) -> str:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="raise")
@@ -109,7 +99,7 @@ def append_csv_row(path: Path, columns: list[str], row: dict) -> None:
     """Append one row atomically (rewrite to a temporary copy, rename over the original)."""
     path = Path(path)
     rows = read_csv(path) if path.exists() else []
-    write_atomic(path, csv_text(columns, rows + [row]))
+    write_text_atomic(path, csv_text(columns, rows + [row]))
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -276,7 +266,7 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
                   "seed": settings.seed, "eval_batch_size": settings.eval_batch_size, "data": stats,
                   "environment": env, "started_utc": _utc_now()}
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "config.json", json.dumps(run_config, indent=2) + "\n")
+    write_text_atomic(out / "config.json", json.dumps(run_config, indent=2) + "\n")
     base = {"model": spec.name, "model_spec": spec.label, "variant": spec.variant, **settings.budget(),
             "seed": settings.seed, "max_len": settings.max_len, "d_model": config["d_model"],
             "n_layers": config["n_layers"], "n_heads": config["n_heads"], "n_items": dataset.n_items,
@@ -350,7 +340,7 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
            "eval_users": dataset.n_users, "best_epoch": best_epoch, "stop_reason": stop_reason,
            "timestamp_utc": _utc_now()}
     append_csv_row(out / "metrics.csv", METRIC_COLUMNS, row)
-    write_atomic(out / "test_metrics.json", json.dumps(
+    write_text_atomic(out / "test_metrics.json", json.dumps(
         {"model_spec": spec.label, "best_epoch": best_epoch, "stop_reason": stop_reason,
          "valid": {k: best_valid[k] for k in METRICS}, "test": {k: test[k] for k in (*METRICS, "loss")},
          "train_samples": total_samples, "elapsed_seconds": round(now - start, 1),
