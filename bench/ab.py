@@ -15,12 +15,10 @@ run is appended atomically (the file is created with a header).
 """
 from __future__ import annotations
 
-import csv
-import io
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import torch
@@ -31,7 +29,7 @@ from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import _percentile, set_cpu_threads
 from bench.point import device_name
-from bench.results import write_text_atomic
+from bench.results import append_csv_row, check_csv_columns
 from bench.workload import build_workload
 
 
@@ -59,6 +57,9 @@ class ABResult:
     torch_version: str
     device: str
     device_name: str  # as in sweep rows (bench.point.device_name)
+
+
+AB_COLUMNS = [f.name for f in fields(ABResult)]  # the CSV header of `--out`
 
 
 def _timed(step) -> float:
@@ -107,21 +108,6 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", ba
         device_name=device_name(device, torch.cuda.is_available() and torch.cuda.is_initialized()))
 
 
-def append_row(path: Path, result: ABResult) -> None:
-    """Append one row atomically (the whole file rewritten through a temporary), header on creation."""
-    row = asdict(result)
-    existing = path.read_text() if path.exists() else ""
-    if existing and existing.splitlines()[0].split(",") != list(row):
-        raise ValueError(f"{path} has other columns than an A/B result")
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(row))
-    if not existing:
-        writer.writeheader()
-    writer.writerow(row)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, existing + buffer.getvalue())
-
-
 def parser() -> cli.OneLineParser:
     p = cli.parser("bench.ab", __doc__)
     p.add_argument("model_a", help="NAME[:key=value...], the reference side")
@@ -147,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else None
         if out is not None and out.is_dir():
             raise UsageError(f"--out {out} is a folder; give a CSV file path")
+        if out is not None:
+            check_csv_columns(out, AB_COLUMNS)  # before the measurement, not after it
     except (UsageError, ValueError) as err:
         return cli.report_usage_error("bench.ab", err)
     result = compare(*specs, workload=args.workload, batch_size=args.batch_size, seq_len=args.seq_len,
@@ -158,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"B / A time: median {result.ratio_b_over_a_median:.3f} (p10 {result.ratio_b_over_a_p10:.3f}, "
           f"p90 {result.ratio_b_over_a_p90:.3f}); B slower in {result.rounds_b_slower} of {result.rounds} rounds")
     if out is not None:
-        append_row(out, result)
+        append_csv_row(out, AB_COLUMNS, asdict(result))
         print(f"appended to {out}")
     return 0
 

@@ -58,7 +58,8 @@ NUMERIC = GRID + (
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter", "fwd_flops_analytic",
     "step_flops_analytic", "scan_flops_analytic", "threads")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
-           "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops")
+           "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
+           "perf_env_json")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
@@ -218,6 +219,9 @@ def environment(rows: pd.DataFrame) -> str:
     threads = sorted({int(t) for t in rows["threads"].dropna()})
     if threads:
         parts.append("threads " + ", ".join(map(str, threads)))
+    envs = sorted(set(rows["perf_env_json"]) - {"", "{}"})  # older schemas: "" (not recorded)
+    if envs:
+        parts.append("environment variables " + " | ".join(envs))
     return "; ".join(parts) or "environment not recorded"
 
 

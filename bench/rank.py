@@ -41,8 +41,8 @@ import torch
 from bench import cli
 from bench import data as seqdata
 from bench.cli import UsageError, non_negative_int, positive_int
-from bench.train import CheckpointError, csv_text, load_checkpoint, read_csv
-from bench.results import write_text_atomic
+from bench.train import CheckpointError, load_checkpoint
+from bench.results import csv_text, read_csv, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RANK_COLUMNS = ["model", "model_spec", "checkpoint", "view", "user", "n_real", "rank", "max_rank", "tolerance",

@@ -38,11 +38,34 @@ COLUMNS = [
     # environment
     "device", "device_name", "dtype", "threads", "torch_version", "python_version",
     "git_commit", "timestamp_utc", "mem_limit_gib", "time_limit_s", "seed",
+    "perf_env_json",  # the PERF_ENV_VARS that were set for the measuring process ({} if none)
     "faithful_to", "config_json",
 ]
 KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
                "d_model", "n_items", "device"]
 STATUSES = ("ok", "oom", "timeout", "error")
+
+
+# Environment variables that change what a step costs without changing the code: threading,
+# the CPU kernels' instruction set, how large host tensors get their pages (glibc tunables, a
+# preloaded allocator, PyTorch's transparent-huge-page option), and the CUDA allocator/launch.
+# On this project's VM, THP_MEM_ALLOC_ENABLE=1 made filling a fresh 64 MiB tensor 5.6x faster
+# (reports/cpu-lrurec-scan-paths/README.md), so a row must say which of these were set.
+PERF_ENV_VARS = (
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY",
+    "KMP_AFFINITY", "KMP_BLOCKTIME",
+    "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "ONEDNN_MAX_CPU_ISA",
+    "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD", "GLIBC_TUNABLES", "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_CONF",
+    "CUDA_VISIBLE_DEVICES", "CUDA_LAUNCH_BLOCKING", "PYTORCH_CUDA_ALLOC_CONF",
+    "PYTORCH_NO_CUDA_MEMORY_CACHING", "CUBLAS_WORKSPACE_CONFIG", "NVIDIA_TF32_OVERRIDE",
+)
+
+
+def perf_env(environ: dict | None = None) -> dict[str, str]:
+    """The PERF_ENV_VARS set in `environ` (default: this process), sorted by name."""
+    environ = os.environ if environ is None else environ
+    return {name: environ[name] for name in sorted(PERF_ENV_VARS) if name in environ}
 
 
 def cpu_name() -> str:
@@ -113,6 +136,43 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def csv_text(columns: list[str], rows: list[dict]) -> str:
+    """A whole CSV file ("\\n" line ends, header first); None becomes an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="raise")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+    return buffer.getvalue()
+
+
+def read_csv(path: Path) -> list[dict]:
+    """Rows of any CSV file as dicts of strings."""
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def check_csv_columns(path: Path, columns: list[str]) -> None:
+    """Raise ValueError when `path` exists with another header than `columns` (checked before
+    any work whose result would be appended there)."""
+    path = Path(path)
+    if path.exists():
+        with open(path, newline="") as handle:
+            header = next(csv.reader(handle), None)
+        if header != list(columns):
+            raise ValueError(f"{path} has other columns than this command writes; give a new file")
+
+
+def append_csv_row(path: Path, columns: list[str], row: dict) -> None:
+    """Append one row to a CSV file of `columns` atomically (the file rewritten through a
+    temporary and renamed over the original), creating it with a header."""
+    path = Path(path)
+    check_csv_columns(path, columns)
+    rows = read_csv(path) if path.exists() else []
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, csv_text(columns, rows + [row]))
 
 
 def append_row(path: Path, row: dict) -> None:

@@ -34,9 +34,7 @@ not be redistributed: never commit them.
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -57,7 +55,7 @@ from bench import data as seqdata
 from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.metrics import METRICS, ranking_metrics, target_ranks
-from bench.results import write_text_atomic
+from bench.results import append_csv_row, csv_text, read_csv, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_FORMAT = "seqrec-bench-checkpoint/1"
@@ -85,27 +83,6 @@ class CheckpointError(ValueError):
 
 
 # --- small shared pieces (also used by bench.rank) -------------------------------------------------
-
-def csv_text(columns: list[str], rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, columns, lineterminator="\n", extrasaction="raise")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
-    return buffer.getvalue()
-
-
-def append_csv_row(path: Path, columns: list[str], row: dict) -> None:
-    """Append one row atomically (rewrite to a temporary copy, rename over the original)."""
-    path = Path(path)
-    rows = read_csv(path) if path.exists() else []
-    write_text_atomic(path, csv_text(columns, rows + [row]))
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as handle:
-        return list(csv.DictReader(handle))
-
 
 def safe_name(text: str) -> str:
     """A folder-friendly form of a model spec: recgrela:local_shortcut=false -> recgrela-local_shortcut-false."""

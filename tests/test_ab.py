@@ -31,13 +31,18 @@ def test_cli_appends_rows_and_rejects_bad_input(tmp_path, capsys):
     assert ab.main(argv) == 0 and ab.main(argv) == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 2 and rows[0]["model_b"] == "sasrec:attention=math"
+    assert b"\r" not in out.read_bytes()  # "\n" line ends, as every CSV the suite writes
+    other = tmp_path / "other.csv"
+    other.write_text("model,status\nx,ok\n")
     capsys.readouterr()
     for bad in (["nope", "sasrec"], ["sasrec", "sasrec:heads=3"], ["sasrec", "linrec", "--rounds", "0"],
-                ["sasrec", "linrec", "--out", str(tmp_path)]):
+                ["sasrec", "linrec", "--out", str(tmp_path)],
+                ["sasrec", "linrec", "--rounds", "1000", "--out", str(other)]):  # refused before measuring
         assert ab.main(bad) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith("bench.ab: error:")
     assert len(list(csv.DictReader(out.open()))) == 2
+    assert other.read_text() == "model,status\nx,ok\n"
 
 
 def test_sigterm_takes_the_interrupt_path():

@@ -178,6 +178,14 @@ def test_rank_figure_through_bench_rank(tmp_path, monkeypatch):
     assert "plot_rank_figure failed" in figures.fig9_rank(rank_csv, tmp_path).missing
 
 
+def test_environment_line_names_cost_changing_variables(tmp_path):
+    rows = [dict(r, perf_env_json=env) for r, env in zip(paper_rows()[:3], ["{}", '{"THP_MEM_ALLOC_ENABLE": "1"}', ""])]
+    frame = figures.read_results(_write_run(tmp_path / "run", rows) / "results.csv", "run")
+    line = figures.environment(frame)
+    assert 'environment variables {"THP_MEM_ALLOC_ENABLE": "1"}' in line and line.count("THP") == 1
+    assert "environment variables" not in figures.environment(frame.iloc[[0, 2]])
+
+
 def test_duplicate_points_keep_the_latest_row(tmp_path):
     old = _row("linrec", "seq_len", seq_len=256, time_ms=1.0, mib=1.0, flops=1)
     new = dict(old, time_median_ms=2.0, timestamp_utc="2026-02-01T00:00:00Z")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -73,7 +74,8 @@ def test_grid_and_specs():
     assert Point.from_json(points[0].to_json()) == points[0]
 
 
-def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys):
+def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # a cost-changing setting the rows must record
     out = tmp_path / "run"
     argv = ["--axis", "seqlen", "--values", "8,16", "--models", "sasrec:attention=math,recgrela",
             "--out", str(out)] + TINY
@@ -87,6 +89,8 @@ def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys):
         assert float(row["time_median_ms"]) > 0 and int(row["tracked_peak_bytes"]) > 0
         assert int(row["fwd_flops_fvcore"]) == int(row["fwd_flops_flopcounter"]) == int(row["fwd_flops_analytic"])
         assert int(row["step_flops_flopcounter"]) == int(row["step_flops_analytic"])
+        env = json.loads(row["perf_env_json"])
+        assert env["THP_MEM_ALLOC_ENABLE"] == "1" and env == results.perf_env()
     math_rows = [r for r in rows if r["variant"] == "attention=math"]
     assert all("_softmax" in r["attention_ops"] for r in math_rows)
     for name in ("time_train.png", "memory_train.png", "command.txt"):

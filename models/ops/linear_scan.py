@@ -48,12 +48,14 @@ Algorithms
     gate's levels are < 1 gate tensor) plus, when ``a`` is shared over the batch, one chunk for
     the batch-summed grad_a. Plain autograd through log-depth rounds keeps tensors per round
     (doubling: ~2 per round, 2 ceil(log2 L)).
-  - Speed vs the loop (scripts/bench_linear_scan.py, B=64, L=1024, P=128 complex64, 1 CPU
-    thread, a busy 2-core VM): fwd+bwd 0.55-1.0x the loop's time with a [B, L, P] gate and
-    ~0.77x with a [1, L, P] gate when both are timed interleaved (``--interleave``); timed first
-    in a fresh process (the default order) it is 1.0-1.6x, as its 2-3 input-sized outputs pay
-    first-touch page faults (~40 ms per 64 MiB) that the loop, timed after it on a heap its
-    small tensors grew, does not.
+  - Speed vs the loop (scripts/bench_linear_scan.py, B=64, L=1024, P=128 complex64, gate
+    [1, L, P], fwd+bwd; reports/cpu-lrurec-scan-paths/ on a quiet 2-core VM): 0.56x the loop's
+    time on 1 CPU thread and 0.44x on 2 when both are timed interleaved (``--interleave``);
+    0.91x timed first in a fresh process, where its input-sized outputs (h, dh) pay first-touch
+    page faults (~36 ms per 64 MiB there, above glibc's mmap threshold) more than the loop's
+    small per-step tensors from the heap. Without those faults (tensors already touched) the
+    forward pass alone takes ~1.4x the time of a preallocated no-grad loop on one thread: two
+    multiply-adds per element instead of one, on a memory-bound core.
 - `linear_scan_ref` (oracle, out of ``__all__``): a Python loop over time with ``unbind(1)`` and
   ``torch.stack`` under plain autograd. O(B L P) work, L sequential steps; autograd keeps one
   state per step (1 tensor of the input size) plus the stacked output.
