@@ -8,11 +8,15 @@
 - `RotaryEmbedding`: interleaved-pair RoPE over the full width, computed in fp32.
 - `sinusoidal_positions`: the fixed absolute (APE) table of Vaswani et al.
 - `CausalDepthwiseConv1d`: depthwise 1-D conv, left-padded by k-1 so slot t sees t-k+1..t.
+- `gated`: y * act(a) saving y and a only (act recomputed in backward), as fused gate kernels do.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU}
 
@@ -22,6 +26,49 @@ def activation(name: str) -> nn.Module:
     if name not in ACTIVATIONS:
         raise ValueError(f"unknown activation {name!r}; expected one of {sorted(ACTIVATIONS)}")
     return ACTIVATIONS[name]()
+
+
+_GATE_FORWARD = {"gelu": F.gelu, "relu": F.relu, "silu": F.silu}
+
+
+def _act_value_and_slope(name: str, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """act(a) and act'(a), recomputed from a in backward."""
+    if name == "silu":  # a s, s = sigmoid(a); slope s (1 + a (1 - s))
+        s = torch.sigmoid(a)
+        return a * s, s * (1 + a * (1 - s))
+    if name == "gelu":  # exact erf form: a Phi(a); slope Phi(a) + a phi(a)
+        cdf = 0.5 * (1 + torch.erf(a * (1 / math.sqrt(2))))
+        return a * cdf, cdf + a * torch.exp(-0.5 * a * a) * (1 / math.sqrt(2 * math.pi))
+    return a.clamp(min=0), (a > 0).to(a.dtype)  # relu
+
+
+class _Gated(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, a, name):
+        ctx.save_for_backward(y, a)
+        ctx.name = name
+        return y * _GATE_FORWARD[name](a)
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, a = ctx.saved_tensors
+        value, slope = _act_value_and_slope(ctx.name, a)
+        grad_y = grad * value if ctx.needs_input_grad[0] else None
+        grad_a = grad * y * slope if ctx.needs_input_grad[1] else None
+        return grad_y, grad_a, None
+
+
+def gated(y: torch.Tensor, a: torch.Tensor, act: str = "silu") -> torch.Tensor:
+    """y * act(a) (same values as the plain expression), saving y and a only.
+
+    Plain autograd keeps a (for act's derivative), act(a) and y (for the product's): three
+    tensors of y's size. Here act(a) and act'(a) are recomputed from a in backward, as a fused
+    gate kernel does (Mamba's z-gate inside its scan), so one tensor of y's size per gate is not
+    kept; the gradients equal the plain ones to float rounding (tests/test_models.py).
+    """
+    if act not in _GATE_FORWARD:
+        raise ValueError(f"unknown gate activation {act!r}; expected one of {sorted(_GATE_FORWARD)}")
+    return _Gated.apply(y, a, act)
 
 
 def recbole_init(module: nn.Module, std: float = 0.02) -> None:

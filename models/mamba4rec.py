@@ -21,7 +21,7 @@ Linear weight ~ N(0, 0.02^2) and every Linear bias zeroed, so the delta bias sta
 about softplus(0) = 0.69) and Mamba's own dt init never survives; it is therefore not computed.
 Conv1d keeps PyTorch's default init; A_log and D keep Mamba's.
 Memory, as the official fused kernel does it: the z-gate recomputes SiLU(z) in backward and the
-step size keeps softplus's output rather than its input (`SiLUGate`, `SoftplusSavingOutput`;
+step size keeps softplus's output rather than its input (`layers.gated`, `SoftplusSavingOutput`;
 exact, each saves one [B, L, D_in] tensor per block).
 Scan paths (config `scan`): "chunked" (default; custom autograd Function keeping chunk-boundary
 states and recomputing chunks in backward, the memory class of the official CUDA kernel),
@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import RecBoleStack, SeqRecConfig
-from .layers import CausalDepthwiseConv1d, FeedForward
+from .layers import CausalDepthwiseConv1d, FeedForward, gated
 from .ops import selective_scan as scan_ops
 
 # Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
@@ -81,25 +81,6 @@ class MambaConfig(SeqRecConfig):
         return math.ceil(self.d_model / 16)
 
 
-class SiLUGate(torch.autograd.Function):
-    """out = y * SiLU(z), saving y and z only: SiLU(z) is recomputed in backward, as the official
-    kernel gates inside the fused scan. z is a view of the in-projection output that autograd
-    keeps anyway, so this saves one [B, L, D_in] tensor per block; the values are identical."""
-
-    @staticmethod
-    def forward(ctx, y, z):
-        ctx.save_for_backward(y, z)
-        return y * F.silu(z)
-
-    @staticmethod
-    def backward(ctx, grad):
-        y, z = ctx.saved_tensors
-        sig = torch.sigmoid(z)
-        grad_y = grad * (z * sig) if ctx.needs_input_grad[0] else None
-        grad_z = grad * y * sig * (1 + z * (1 - sig)) if ctx.needs_input_grad[1] else None
-        return grad_y, grad_z
-
-
 class SoftplusSavingOutput(torch.autograd.Function):
     """delta = softplus(x), saving delta (which the scan keeps anyway) instead of x: the derivative
     sigmoid(x) = 1 - exp(-softplus(x)) is read off the output, as the official kernel applies
@@ -140,7 +121,7 @@ class MambaBlock(nn.Module):
         delta = SoftplusSavingOutput.apply(self.dt_proj(dt))  # softplus: [B, L, D_in]
         A = -torch.exp(self.A_log)  # [D_in, N]
         y = self.scan(u, delta, A, B, C, self.D, **self.scan_kwargs)  # [B, L, D_in]
-        return self.out_proj(SiLUGate.apply(y, z))  # y * SiLU(z)
+        return self.out_proj(gated(y, z, "silu"))  # y * SiLU(z), SiLU(z) recomputed in backward
 
     def flops(self, batch_size: int, seq_len: int) -> int:
         """Forward product FLOPs: projections, the causal conv and the scan readout."""

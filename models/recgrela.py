@@ -34,6 +34,13 @@ Deviations, declared: the 1/L of the key-value product is applied once to the d_
 instead of as L^-1/2 on K^r and on V (same value up to rounding, two fewer [B, h, L, d_h]
 temporaries); the broken pure-PyTorch conv fallback of the official file (no SiLU, layout bug)
 is not copied: the conv is its CUDA path's math (causal, kernel 4, bias, SiLU).
+
+Memory (same values, exact gradients): the output gate G is applied by `layers.gated`, which keeps
+X W_g + b_g and Y but recomputes G in backward (plain autograd keeps G too: one [B, L, d] tensor
+per block more); and no local name outlives its use, so Q, K, their rotations and O are freed
+before the MLP. At the official ML-1M shape (B = 64, L = 200, 4 layers, 4 heads, train step) the
+exact tracked peak is 413,253,172 B, against 426,514,484 B for the official code with its
+reference conv (../shared/docs/peer-costs.md; 438,527,020 B before these two changes).
 """
 from __future__ import annotations
 
@@ -45,7 +52,7 @@ import torch.nn.functional as F
 
 from .base import SeqRecConfig, SequentialRecommender
 from .layers import (CausalDepthwiseConv1d, DropPath, FeedForward, RotaryEmbedding, activation,
-                     attention_heads, merge_heads, recbole_init, sinusoidal_positions)
+                     attention_heads, gated, merge_heads, recbole_init, sinusoidal_positions)
 
 POSITIONS = ("rope", "ape", "lpe", "none")
 
@@ -109,7 +116,8 @@ class GRELABlock(nn.Module):
         self.n_heads = c.n_heads
         self.single_layer = single_layer
         self.norm1 = nn.LayerNorm(d, eps=c.layer_norm_eps)
-        self.gate = nn.Sequential(nn.Linear(d, d), activation(c.gate_activation)) if c.gate else None
+        self.gate = nn.Linear(d, d) if c.gate else None  # act_proj; its activation is applied in `gated`
+        self.gate_activation = c.gate_activation
         self.in_proj = nn.Linear(d, d) if c.input_proj else None
         self.qk = nn.Linear(d, 2 * d)
         self.value = nn.Linear(d, d) if c.value_proj else None
@@ -121,24 +129,33 @@ class GRELABlock(nn.Module):
         self.mlp = FeedForward(d, c.mlp_ratio * d, c.dropout, "gelu")
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        B, L, d = h.shape  # batch, padded length, width
         x = self.norm1(h)
+        y = self.token_mixer(x)  # (A + S) * G: [B, L, d]
+        if self.single_layer:  # official one-layer case: no residuals
+            return self.mlp(self.norm2(self.drop_path(self.out_proj(y))))
+        h = h + self.drop_path(self.out_proj(y))  # no name keeps O alive through the MLP
+        return h + self.mlp(self.norm2(h))
+
+    def token_mixer(self, x: torch.Tensor) -> torch.Tensor:
+        """(A + S) * G from X = LN1(H). Written as methods so that the temporaries autograd does not
+        keep (Q, K and their rotations: 4 [B, L, d] tensors) die on return, before the MLP runs."""
         u = self.in_proj(x) if self.in_proj is not None else x
         v = self.value(u) if self.value is not None else u  # [B, L, d]
+        y = self.attention(u, v)  # A
+        if self.shortcut is not None:
+            y = y + F.silu(self.shortcut(v))  # + S, the local shortcut
+        if self.gate is not None:
+            y = gated(y, self.gate(x), self.gate_activation)  # * G; G is recomputed in backward
+        return y
+
+    def attention(self, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A = RELA(Q, K, V) with Q, K = ELU(U W_qk + b_qk) + 1, rotated for the numerator."""
+        B, L, d = u.shape
         qk = (F.elu(self.qk(u)) + 1.0).view(B, L, 2, d)  # [B, L, {q, k}, d], positive
         qk_rot = self.rope(qk, n_group_dims=1) if self.rope is not None else qk
         q, k = (attention_heads(t, self.n_heads) for t in qk.unbind(2))  # [B, h, L, d_h]
         q_rot, k_rot = (attention_heads(t, self.n_heads) for t in qk_rot.unbind(2))
-        y = merge_heads(rela(q, k, q_rot, k_rot, attention_heads(v, self.n_heads)))  # [B, L, d]
-        if self.shortcut is not None:
-            y = y + F.silu(self.shortcut(v))  # local shortcut
-        if self.gate is not None:
-            y = y * self.gate(x)  # SiLU output gate
-        o = self.drop_path(self.out_proj(y))
-        if self.single_layer:  # official one-layer case: no residuals
-            return self.mlp(self.norm2(o))
-        h = h + o
-        return h + self.mlp(self.norm2(h))
+        return merge_heads(rela(q, k, q_rot, k_rot, attention_heads(v, self.n_heads)))  # [B, L, d]
 
 
 class RecGRELA(SequentialRecommender):
@@ -167,10 +184,10 @@ class RecGRELA(SequentialRecommender):
             x = x + self.position_embedding(torch.arange(L, device=item_seq.device))
         elif self.config.position == "ape":
             x = x + self.position_table[:L]
-        h = self.norm(self.dropout(x))
+        x = self.norm(self.dropout(x))  # rebinding x frees E[S] (nothing saves it)
         for block in self.blocks:
-            h = block(h)
-        return h  # [B, L, d]
+            x = block(x)
+        return x  # [B, L, d]
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         c = self.config

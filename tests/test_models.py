@@ -363,10 +363,43 @@ def test_mamba4rec_init_follows_recbole_override():
     assert not model.layers[0].residual  # one layer: no residual around Mamba
 
 
+def _saved_bytes(fn, *args) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running fn(*args)."""
+    storages = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*args)
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "relu"])
+def test_gated_equals_the_plain_gate_and_keeps_one_tensor_less(act):
+    from models.layers import ACTIVATIONS, gated
+    plain = lambda y, a: y * ACTIVATIONS[act]()(a)  # noqa: E731
+    y64, a64 = (torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda y, a: gated(y, a, act), (y64, a64))
+    y, a = (torch.randn(4, 50, 16, requires_grad=True) for _ in range(2))
+    g = torch.randn(4, 50, 16)
+    assert torch.equal(gated(y, a, act), plain(y, a))  # the same forward ops
+    grads = torch.autograd.grad(gated(y, a, act), (y, a), g)
+    expected = torch.autograd.grad(plain(y, a), (y, a), g)
+    for name, got, want in zip(("grad y", "grad a"), grads, expected):
+        assert_close(f"{act} {name}", want, got, rtol=1e-6, atol=1e-6)
+    a2 = (a * 1.0).detach().requires_grad_()  # a fresh storage: a Linear output in the models
+    one = y.numel() * y.element_size()
+    assert _saved_bytes(gated, y, a2, act) == 2 * one  # y and a
+    assert _saved_bytes(plain, y, a2) == (2 if act == "relu" else 3) * one  # relu keeps its output only
+    with pytest.raises(ValueError, match="unknown gate activation"):
+        gated(y, a, "tanh")
+
+
 def test_mamba_memory_saving_functions_are_exact():
-    from models.mamba4rec import SiLUGate, SoftplusSavingOutput
-    y, z, x = (torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    assert torch.autograd.gradcheck(SiLUGate.apply, (y, z))
+    from models.mamba4rec import SoftplusSavingOutput
+    x = torch.randn(3, 5, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(SoftplusSavingOutput.apply, ((x * 5).detach().requires_grad_(),))
     wide = torch.tensor([-30.0, -5.0, 0.0, 5.0, 19.9, 25.0], requires_grad=True)
     SoftplusSavingOutput.apply(wide).sum().backward()
