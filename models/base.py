@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .layers import recbole_init
+from .layers import FeedForward, recbole_init
 
 
 @dataclass
@@ -141,3 +141,25 @@ class RecBoleStack(SequentialRecommender):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+class RecBoleLayer(nn.Module):
+    """One layer of those wrappers (Mamba4Rec's MambaLayer, SIGMA's SIGMALayers, RecBLR's
+    RecurrentLayer), written once around the model's own token mixer:
+        X' = LN_1e-12(Dropout(mixer(X)) + X)    (no "+ X" when residual=False)
+        X  = LN_1e-12(X' + Dropout(W2 Dropout(act(W1 X'))))    inner 4d
+    """
+
+    def __init__(self, mixer: nn.Module, d_model: int, dropout: float, residual: bool = True,
+                 ffn_activation: str = "gelu"):
+        super().__init__()
+        self.mixer = mixer
+        self.residual = residual
+        self.dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(d_model, eps=1e-12)
+        self.ffn = FeedForward(d_model, 4 * d_model, dropout, ffn_activation, post_norm_eps=1e-12,
+                               inner_dropout=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.dropout(self.mixer(x))
+        return self.ffn(self.norm(y + x if self.residual else y))

@@ -37,8 +37,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import RecBoleStack, SeqRecConfig
-from .layers import CausalDepthwiseConv1d, FeedForward, gated
+from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
+from .layers import CausalDepthwiseConv1d, gated
 from .ops import selective_scan as scan_ops
 
 # Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
@@ -141,38 +141,23 @@ class MambaBlock(nn.Module):
         return 3 * tokens * self.D.numel() * self.d_state
 
 
-class MambaLayer(nn.Module):
-    """Mamba4Rec's MambaLayer: Mamba, dropout, (residual,) LN, then the GELU FFN."""
-
-    def __init__(self, config: MambaConfig, residual: bool):
-        super().__init__()
-        self.mamba = MambaBlock(config)
-        self.residual = residual
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "gelu",
-                               post_norm_eps=1e-12, inner_dropout=True)
-
-    def forward(self, x):
-        y = self.dropout(self.mamba(x))
-        return self.ffn(self.norm(y + x if self.residual else y))
-
-
 class Mamba4Rec(RecBoleStack):
     causal = True
     faithful_to = "chengkai-liu/Mamba4Rec@44a0c84 mamba4rec.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = MambaConfig
 
     def __init__(self, config: MambaConfig):
-        super().__init__(config, (MambaLayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers)))
+        super().__init__(config, (RecBoleLayer(MambaBlock(config), config.d_model, config.dropout,
+                                               residual=config.n_layers > 1)
+                                  for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].mamba.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
+        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
 
     def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].mamba.backward_shortfall(batch_size * seq_len)
+        shortfall = self.layers[0].mixer.backward_shortfall(batch_size * seq_len)
         return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].mamba.scan_flops(batch_size * seq_len)
+        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size * seq_len)

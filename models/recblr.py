@@ -60,8 +60,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import RecBoleStack, SeqRecConfig
-from .layers import CausalDepthwiseConv1d, FeedForward
+from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
+from .layers import CausalDepthwiseConv1d
 from .ops.linear_scan import linear_scan, linear_scan_ref
 
 SCANS = {"parallel": linear_scan, "sequential": linear_scan_ref}
@@ -186,36 +186,23 @@ class GatedRecurrentLayer(nn.Module):
         return sum(2 * rows * slots * self.Lambda.numel() for rows, slots in self.mixed_slots(batch_size, seq_len))
 
 
-class RecurrentLayer(nn.Module):
-    """GRL, dropout, residual, LN, then the SiLU FFN (post-LN residual)."""
-
-    def __init__(self, config: RecBLRConfig):
-        super().__init__()
-        self.grl = GatedRecurrentLayer(config)
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "silu",
-                               post_norm_eps=1e-12, inner_dropout=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ffn(self.norm(self.dropout(self.grl(x)) + x))
-
-
 class RecBLR(RecBoleStack):
     causal = True  # causal conv + forward scan; the pad slots precede slot 0 and hold no item
     faithful_to = "chengkai-liu/RecBLR@d01e5c9 RecBLR.py (RecBLR, RecurrentLayer, GatedRecurrentLayer)"
     config_class = RecBLRConfig
 
     def __init__(self, config: RecBLRConfig):
-        super().__init__(config, (RecurrentLayer(config) for _ in range(config.n_layers)))
+        super().__init__(config, (RecBoleLayer(GatedRecurrentLayer(config), config.d_model, config.dropout,
+                                               ffn_activation="silu")
+                                  for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].grl.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
+        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
 
     def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].grl.backward_shortfall(batch_size, seq_len)
+        shortfall = self.layers[0].mixer.backward_shortfall(batch_size, seq_len)
         return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].grl.scan_flops(batch_size, seq_len)
+        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size, seq_len)

@@ -49,8 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import RecBoleStack
-from .layers import FeedForward
+from .base import RecBoleLayer, RecBoleStack
 from .mamba4rec import MambaBlock, MambaConfig
 
 FEATURE_CONV_KERNEL = 3  # the GRU branch's Conv1d, hard-coded with padding 1 (a centred window)
@@ -180,38 +179,23 @@ class GatedMambaBlock(nn.Module):
         return self.mamba.scan_flops(2 * tokens) + 3 * tokens * self.proj.in_features
 
 
-class SIGMALayer(nn.Module):
-    """The official SIGMALayers: G, dropout, (residual,) LN, then the GELU FFN."""
-
-    def __init__(self, config: SIGMAConfig, residual: bool):
-        super().__init__()
-        self.block = GatedMambaBlock(config)
-        self.residual = residual
-        self.dropout = nn.Dropout(config.dropout)
-        self.norm = nn.LayerNorm(config.d_model, eps=1e-12)
-        self.ffn = FeedForward(config.d_model, 4 * config.d_model, config.dropout, "gelu",
-                               post_norm_eps=1e-12, inner_dropout=True)
-
-    def forward(self, x):
-        y = self.dropout(self.block(x))
-        return self.ffn(self.norm(y + x if self.residual else y))
-
-
 class SIGMA(RecBoleStack):
     causal = False  # the partial flip and the centred k = 3 conv read later slots
     faithful_to = "ziwliu-cityu/SIMGA@018d73a model/gated_mamba.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = SIGMAConfig
 
     def __init__(self, config: SIGMAConfig):
-        super().__init__(config, (SIGMALayer(config, residual=config.n_layers > 1) for _ in range(config.n_layers)))
+        super().__init__(config, (RecBoleLayer(GatedMambaBlock(config), config.d_model, config.dropout,
+                                               residual=config.n_layers > 1)
+                                  for _ in range(config.n_layers)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].block.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
+        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
 
     def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].block.backward_shortfall(batch_size, seq_len)
+        shortfall = self.layers[0].mixer.backward_shortfall(batch_size, seq_len)
         return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].block.scan_flops(batch_size, seq_len)
+        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size, seq_len)

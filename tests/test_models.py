@@ -357,7 +357,7 @@ def test_mamba4rec_scan_paths_agree(scan):
 
 def test_mamba4rec_init_follows_recbole_override():
     model = models.build("mamba4rec", n_items=100)
-    block = model.layers[0].mamba
+    block = model.layers[0].mixer
     assert torch.all(block.dt_proj.bias == 0)  # RecBole zeroes every Linear bias: delta starts at softplus(0)
     assert torch.allclose(block.A_log[0], torch.log(torch.arange(1, 33.0))) and torch.all(block.D == 1)
     assert not model.layers[0].residual  # one layer: no residual around Mamba

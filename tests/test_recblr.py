@@ -39,7 +39,7 @@ def transcribed_hidden(model, item_seq, n_pad):
     X = F.layer_norm(model.item_embedding.weight[item_seq], (d,), model.norm.weight, model.norm.bias, 1e-12)
     B, L, _ = X.shape
     for layer in model.layers:
-        grl = layer.grl
+        grl = layer.mixer
         H = grl.Lambda.numel()
         xz = X @ grl.in_proj.weight.T  # [B, L, 2H]
         x, z = xz[..., :H], xz[..., H:]
@@ -114,7 +114,7 @@ def test_float32_paths_agree_with_the_oracle():
 def test_pad_slots_feed_a_user_independent_state():
     torch.manual_seed(0)
     model = models.build("recblr", **SMALL).double().eval()
-    grl = model.layers[0].grl
+    grl = model.layers[0].mixer
     x = torch.zeros(1, 4, grl.Lambda.numel(), dtype=torch.float64)
     h_pad = grl.pad_state(4, x)
     assert h_pad.shape == (1, grl.Lambda.numel()) and h_pad.abs().min() > 0  # SiLU(b_conv) != 0
@@ -147,7 +147,7 @@ def test_outputs_depend_on_padded_width_only_through_the_pads():
 def test_lambda_linspace_and_recbole_init():
     torch.manual_seed(0)
     model = models.build("recblr", n_items=100)
-    grl = model.layers[0].grl
+    grl = model.layers[0].mixer
     decay = torch.exp(-F.softplus(grl.Lambda.detach().double()))
     assert abs(decay[0].item() - 0.9) < 1e-6 and abs(decay[-1].item() - 0.999) < 1e-6
     steps = grl.Lambda.detach().diff()

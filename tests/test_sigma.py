@@ -23,7 +23,7 @@ def assert_close(name, ref, out, rtol=1e-10, atol=1e-12):
 
 
 def block_of(model):
-    return model.layers[0].block
+    return model.layers[0].mixer
 
 
 # --- architecture facts -----------------------------------------------------------------------
@@ -176,7 +176,7 @@ def test_gate_dropout_is_fixed_and_one_layer_has_no_residual():
     assert block_of(model).gate_dropout.p == 0.2 and model.layers[0].dropout.p == 0.5
     layer = model.eval().layers[0]
     x = torch.randn(2, 12, 16)
-    assert_close("one layer", layer.ffn(layer.norm(layer.block(x))), layer(x), rtol=1e-6, atol=1e-6)
+    assert_close("one layer", layer.ffn(layer.norm(layer.mixer(x))), layer(x), rtol=1e-6, atol=1e-6)
 
 
 def test_init_follows_recbole_override():
