@@ -143,9 +143,10 @@ def _chunk_states(delta_c, du_c, A_t, B_c, h0, dA, hs):
     """
     torch.mul(delta_c.unsqueeze(2), A_t, out=dA).exp_()  # dA_t = exp(delta_t A)
     torch.mul(du_c.unsqueeze(2), B_c.unsqueeze(-1), out=hs)  # dBu_t = (delta_t u_t) B_t
-    hs[0].addcmul_(dA[0], h0)  # h_0 = dA_0 h_{-1} + dBu_0
-    for t in range(1, hs.shape[0]):  # the only sequential part: one fused op per step
-        hs[t].addcmul_(dA[t], hs[t - 1])  # h_t = dA_t h_{t-1} + dBu_t
+    hs_t, dA_t = hs.unbind(0), dA.unbind(0)  # per-step views made once (two ops, not 3 T)
+    hs_t[0].addcmul_(dA_t[0], h0)  # h_0 = dA_0 h_{-1} + dBu_0
+    for t in range(1, len(hs_t)):  # the only sequential part: one fused op per step
+        hs_t[t].addcmul_(dA_t[t], hs_t[t - 1])  # h_t = dA_t h_{t-1} + dBu_t
 
 
 def _contract_n(x_c: torch.Tensor, big: torch.Tensor) -> torch.Tensor:
@@ -268,8 +269,9 @@ class _SelectiveScanFn(torch.autograd.Function):
                 g = torch.mul(C_c.unsqueeze(-1), gy_c.unsqueeze(2), out=_buf(g_flat, T, b, N, D_in))
                 if carry is not None:
                     g[T - 1].add_(carry)
+                g_t, dA_t = g.unbind(0), dA.unbind(0)  # per-step views made once
                 for t in range(T - 2, -1, -1):
-                    g[t].addcmul_(dA[t + 1], g[t + 1])
+                    g_t[t].addcmul_(dA_t[t + 1], g_t[t + 1])
                 if k > 0:
                     carry = dA[0] * g[0]  # [b, N, D_in], enters g at the previous chunk's last step
                 if need_u or need_delta:
