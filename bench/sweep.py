@@ -137,9 +137,11 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
     todo = [p for p in points if results.row_key(_key_row(p)) not in done]
     if done:
         log(f"resuming: {len(points) - len(todo)} of {len(points)} points already in {csv_path}")
-    start, rows = time.monotonic(), []
+    start, rows, spent = time.monotonic(), [], []
     for i, point in enumerate(todo, 1):
+        began = time.monotonic()
         row = run_isolated(point)
+        spent.append((point, time.monotonic() - began))
         unknown = sorted(set(row) - set(results.COLUMNS))
         if unknown:  # a child from other code than this parent (the tree changed mid-run)
             log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
@@ -147,10 +149,35 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
         results.append_row(csv_path, row)
         rows.append(row)
         elapsed = time.monotonic() - start
-        eta = elapsed / i * (len(todo) - i)
+        eta = estimate_remaining_s(spent, todo[i:])
         log(f"[{i}/{len(todo)}] {describe(point)}: {summary(row)} "
             f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
     return rows
+
+
+def point_size(point) -> int:
+    """A cost proxy for the ETA: tokens x layers x width (cost grows at least this fast)."""
+    return point.batch_size * point.seq_len * point.n_layers * point.d_model
+
+
+def estimate_remaining_s(spent: list, remaining: list) -> float:
+    """Seconds left: each remaining point costs its size times the seconds per size unit its
+    model spec and workload took so far (all finished points when that spec has none yet).
+    `spent` holds (point, seconds) pairs. Points grow along the axis, so a plain mean of the
+    finished points under-estimates (the last, longest points of a seqlen sweep most of all)."""
+    if not spent:
+        return 0.0
+    total_s = sum(s for _, s in spent)
+    total_size = sum(point_size(p) for p, _ in spent)
+    per_spec: dict = {}
+    for p, s in spent:
+        seconds, size = per_spec.get((p.spec.label, p.workload), (0.0, 0))
+        per_spec[(p.spec.label, p.workload)] = (seconds + s, size + point_size(p))
+    eta = 0.0
+    for p in remaining:
+        seconds, size = per_spec.get((p.spec.label, p.workload), (total_s, total_size))
+        eta += seconds / max(size, 1) * point_size(p)
+    return eta
 
 
 def _key_row(point) -> dict:

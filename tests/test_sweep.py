@@ -62,6 +62,18 @@ def test_dry_run_prints_grid_and_writes_nothing(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_eta_scales_each_spec_by_point_size():
+    def point(model, seq_len, variant=()):
+        return Point(model, variant, "train", "seq_len", seq_len=seq_len, batch_size=2, n_layers=1,
+                     n_heads=1, d_model=8, n_items=10)
+
+    spent = [(point("a", 50), 1.0), (point("b", 50), 3.0), (point("b", 50, (("x", 1),)), 10.0)]
+    assert sweep.estimate_remaining_s(spent, []) == 0.0 and sweep.estimate_remaining_s([], [point("a", 50)]) == 0.0
+    # a: 1 s at L=50 -> 2 s at 100; b: 3 s -> 6 s; an unseen spec: all 14 s over three L=50 points -> 28/3 s at 100
+    eta = sweep.estimate_remaining_s(spent, [point("a", 100), point("b", 100), point("c", 100)])
+    assert eta == pytest.approx(2.0 + 6.0 + 28.0 / 3)
+
+
 def test_grid_and_specs():
     spec = parse_model_spec("recgrela:local_shortcut=false:position=ape:drop_path=0.2")
     assert spec.variant == "drop_path=0.2:local_shortcut=false:position=ape"
