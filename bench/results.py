@@ -176,17 +176,30 @@ def append_csv_row(path: Path, columns: list[str], row: dict) -> None:
 
 
 def append_row(path: Path, row: dict) -> None:
-    """Append one row atomically (a rewritten copy renamed over the original)."""
+    """Append one row atomically (a rewritten copy renamed over the original). A file written by
+    an older schema (a subset of today's columns, see `read_rows`) is rewritten under today's
+    header first, its old rows with empty cells for the new columns."""
     path = Path(path)
     line = _line(row)  # validates before anything is touched
-    old = path.read_text() if path.exists() else header_line()
+    if not path.exists():
+        old = header_line()
+    else:
+        old = path.read_text()
+        if not old.startswith(header_line()):
+            old = csv_text(COLUMNS, read_rows(path))  # read_rows refuses a foreign file
     write_text_atomic(path, old + line)
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a results CSV as dicts of strings; a header from another schema is an error."""
+    """Rows of a results CSV as dicts of strings over today's COLUMNS. A file from an older schema
+    (its header is today's columns minus some added since, in today's order, with every key
+    column and `status`) reads with those cells empty; any other header is an error."""
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != COLUMNS:
-            raise ValueError(f"{path} was written with a different column set; use a new --out folder")
-        return list(reader)
+        header = reader.fieldnames or []
+        if header != COLUMNS:
+            older = (header == [c for c in COLUMNS if c in header]
+                     and set(KEY_COLUMNS + ["status"]) <= set(header))
+            if not older:
+                raise ValueError(f"{path} was written with a different column set; use a new --out folder")
+        return [{c: row.get(c) or "" for c in COLUMNS} for row in reader]

@@ -141,6 +141,27 @@ def test_csv_append_is_whole_rows(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_older_schema_files_resume_and_foreign_files_are_refused(tmp_path):
+    older = [c for c in results.COLUMNS if c != "perf_env_json"]  # the schema before that column
+    path = tmp_path / "results.csv"
+    path.write_text(",".join(older) + "\n" + ",".join("x" if c == "model" else "ok" if c == "status" else ""
+                                                      for c in older) + "\n")
+    (old_row,) = results.read_rows(path)
+    assert old_row["model"] == "x" and old_row["perf_env_json"] == "" and list(old_row) == results.COLUMNS
+    results.append_row(path, {"model": "y", "status": "ok", "perf_env_json": "{}"})
+    with open(path) as handle:
+        assert next(csv.reader(handle)) == results.COLUMNS  # rewritten under today's header
+    assert [(r["model"], r["perf_env_json"]) for r in results.read_rows(path)] == [("x", ""), ("y", "{}")]
+    foreign = tmp_path / "foreign.csv"
+    for header in ("model,status\n", ",".join(reversed(older)) + "\n"):
+        foreign.write_text(header)
+        with pytest.raises(ValueError, match="different column set"):
+            results.read_rows(foreign)
+        with pytest.raises(ValueError, match="different column set"):
+            results.append_row(foreign, {"model": "z"})
+        assert foreign.read_text() == header
+
+
 @pytest.mark.parametrize("axis", ["seq_len", "n_heads", "n_layers"])
 def test_every_model_measures_on_every_axis(axis):
     """Each registered model, both workloads, off the base value of the axis (in-process, tiny shapes)."""
