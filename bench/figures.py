@@ -30,8 +30,6 @@ Choices that apply to every figure:
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,8 +44,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 from bench.analysis import loglog_slope, slopes  # noqa: E402
-from bench.results import publish  # noqa: E402
-from bench.plots import FAIL_STYLE, MEM_YLABEL, TIME_YLABEL, _colours, _fmt_num, _memory_column, _span_is_log, line_label  # noqa: E402
+from bench.plots import FAIL_STYLE, MEM_YLABEL, TIME_YLABEL, _colours, _fmt_num, _memory_column, _span_is_log, line_label, save_figure  # noqa: E402
 from bench.results import KEY_COLUMNS  # noqa: E402
 
 DPI = 120
@@ -225,21 +222,6 @@ def environment(rows: pd.DataFrame) -> str:
     return "; ".join(parts) or "environment not recorded"
 
 
-def _save(fig, path: Path) -> Path:
-    """Write a figure atomically (temporary sibling, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=DPI, bbox_inches="tight")
-        publish(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def _note_on(ax, text: str) -> None:
     ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=10,
             color="dimgray", wrap=True)
@@ -347,7 +329,7 @@ def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, 
                    frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _lines_table(rows: pd.DataFrame, x: str, extra: tuple = ()) -> pd.DataFrame:
@@ -467,7 +449,7 @@ def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, 
     ax.set_xlabel(MEM_YLABEL[mem])
     ax.grid(True, alpha=0.3)
     ax.margins(0.15)
-    figure.png = _save(fig, out_dir / f"{figure.key}.png")
+    figure.png = save_figure(fig, out_dir / f"{figure.key}.png")
     return figure
 
 
@@ -623,7 +605,7 @@ def fig5_position_activation(results: pd.DataFrame, metrics: pd.DataFrame | None
             ax.grid(True, axis="y", alpha=0.3)
     fig.suptitle(figure.title, fontsize=11)
     fig.tight_layout()
-    figure.png = _save(fig, out_dir / f"{figure.key}.png")
+    figure.png = save_figure(fig, out_dir / f"{figure.key}.png")
     return figure
 
 
@@ -645,20 +627,13 @@ def fig9_rank(rank_csv: Path | None, out_dir: Path) -> Figure:
         figure.missing = f"cannot read the rank CSV {rank_csv}: {' '.join(str(err).split())}"
         return figure
     png = out_dir / f"{figure.key}.png"
-    fd, tmp = tempfile.mkstemp(prefix=f".{figure.key}.", suffix=".png", dir=out_dir)
-    os.close(fd)
     try:
-        plot_rank_figure(Path(rank_csv), Path(tmp))
-        if os.path.getsize(tmp) == 0:
-            raise RuntimeError("plot_rank_figure wrote nothing")
-        publish(tmp, png)
+        plot_rank_figure(Path(rank_csv), png)  # writes atomically (bench.plots.save_figure)
     except Exception as err:  # noqa: BLE001 - another module's failure is reported in the page, not raised
         figure.missing = f"bench.rank.plot_rank_figure failed on {rank_csv}: {type(err).__name__}: {err}"
         return figure
     finally:
         plt.close("all")
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     figure.table, figure.png, figure.runs = rank_summary(table), png, [str(Path(rank_csv).parent)]
     figure.notes.append(f"every rank, singular value and the drawn features: {rank_csv}")
     return figure

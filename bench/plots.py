@@ -24,8 +24,10 @@ Conventions
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -39,6 +41,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, NullLocator  # noqa: E402
+
+from bench.results import publish  # noqa: E402
 
 __all__ = ["line_label", "plot_sweep", "plot_results_csv", "main"]
 
@@ -335,11 +339,22 @@ def _draw(
     ax.set_title(_title(workload, axis, metric, group), fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
 
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, dpi: int = DPI, bbox_inches: str | None = "tight") -> Path:
+    """Write ``fig`` as a PNG atomically (a unique temporary sibling, then a rename) and close it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
     try:
-        fig.savefig(path, dpi=DPI, bbox_inches="tight")
+        fig.savefig(tmp, dpi=dpi, bbox_inches=bbox_inches)
+        publish(tmp, path)
     finally:
         plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     return path
 
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -40,7 +39,7 @@ import torch
 
 from bench import cli
 from bench import data as seqdata
-from bench.cli import UsageError, non_negative_int, positive_int
+from bench.cli import UsageError, non_negative_int, positive_int, relative_tolerance
 from bench.train import CheckpointError, load_checkpoint
 from bench.results import csv_text, read_csv, write_text_atomic
 
@@ -151,9 +150,7 @@ def summarise(rows: list[dict], tolerance_rule: str) -> list[dict]:
 def plot_rank_figure(rank_csv_path, png_path) -> Path:
     """Fig. 9 from ranks.csv alone: per checkpoint, the single-sequence feature matrix (L x d) as a
     heatmap, panels side by side in CSV order, the rank (and the per-user spread) in each title."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+    from bench.plots import save_figure  # imports matplotlib with the Agg backend first
     import matplotlib.pyplot as plt
 
     rows = read_csv(rank_csv_path)
@@ -178,25 +175,10 @@ def plot_rank_figure(rank_csv_path, png_path) -> Path:
     fig.suptitle(f"Last-layer feature matrix of one sequence and its numerical rank ({panels[0]['dataset']})",
                  fontsize=10)
     fig.tight_layout()
-    png_path = Path(png_path)
-    tmp = png_path.with_name(f".{png_path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return save_figure(fig, png_path, dpi=120, bbox_inches=None)
 
 
 # --- command line --------------------------------------------------------------------------------
-
-def relative_tolerance(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a relative tolerance in (0, 1), got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a relative tolerance in (0, 1), got {text!r}")
-    return value
-
 
 def parser() -> argparse.ArgumentParser:
     p = cli.parser("bench.rank", __doc__)

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from bench import cli
-from bench.cli import UsageError, positive_int, non_negative_int
+from bench.cli import UsageError, clock, non_negative_int, positive_int
 from bench import results
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_spec, parse_values
 
@@ -115,11 +115,6 @@ def plan(args: argparse.Namespace):
 
 def describe(point) -> str:
     return f"{point.spec.label} {point.workload} {point.axis}={getattr(point, point.axis)}"
-
-
-def clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def summary(row: dict) -> str:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 import models
 from bench import cli
 from bench import data as seqdata
-from bench.cli import UsageError, non_negative_int, positive_int
+from bench.cli import UsageError, clock, non_negative_float, non_negative_int, positive_float, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.metrics import METRICS, ranking_metrics, target_ranks
 from bench.results import append_csv_row, csv_text, read_csv, write_text_atomic
@@ -91,16 +91,11 @@ def safe_name(text: str) -> str:
 
 def environment(device: torch.device) -> dict:
     from bench import results
+    from bench.point import device_name
 
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else results.cpu_name()
-    return {"device": str(device), "device_name": name, "threads": torch.get_num_threads(),
+    return {"device": str(device), "device_name": device_name(str(device), device.type == "cuda"), "threads": torch.get_num_threads(),
             "torch_version": str(torch.__version__), "python_version": platform.python_version(),
             "git_commit": results.git_commit()}
-
-
-def clock(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 # --- model, checkpoint --------------------------------------------------------------------------
@@ -345,23 +340,6 @@ def read_test_metrics(paths) -> list[dict]:
 
 
 # --- command line --------------------------------------------------------------------------------
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
-    if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
 
 def parser() -> argparse.ArgumentParser:
     p = cli.parser("bench.train", __doc__)

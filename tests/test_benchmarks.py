@@ -26,7 +26,7 @@ SHAPE = {"n_items": GRID["n_items"], "max_len": GRID["seq_len"], "d_model": GRID
 
 
 @pytest.fixture
-def one_thread():
+def gate_threads():
     threads = torch.get_num_threads()
     torch.set_num_threads(GRID["threads"])
     yield
@@ -34,7 +34,7 @@ def one_thread():
 
 
 @pytest.mark.parametrize("name", models.available())
-def test_train_step(benchmark, name, one_thread):
+def test_train_step(benchmark, name, gate_threads):
     workload = build_workload(name, SHAPE, "train", GRID["batch_size"], seed=GRID["seed"])
     workload.step()  # untimed: optimizer state and lazy caches exist before the first timed round
     benchmark.group = (f"train step B={GRID['batch_size']} L={GRID['seq_len']} d={GRID['d_model']} "

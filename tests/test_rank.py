@@ -11,15 +11,7 @@ from bench import rank as ranking
 from bench import train as trainer
 from bench.grid import parse_model_spec
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared machine: one thread avoids OpenMP contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def orthonormal(rows: int, cols: int, seed: int) -> torch.Tensor:

@@ -16,13 +16,7 @@ from bench.metrics import METRICS, ranking_metrics, target_ranks
 TINY = ["--max-len", "8", "--d-model", "8", "--layers", "1", "--heads", "2", "--batch-size", "32",
         "--threads", "1", "--device", "cpu"]
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors on a shared machine: one thread avoids OpenMP contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 
