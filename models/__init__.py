@@ -11,6 +11,7 @@ Registry names are the ones used everywhere: CLI, CSV rows and plots.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from .base import SeqRecConfig, SequentialRecommender
 from .echomamba4rec import EchoMamba4Rec
@@ -38,15 +39,34 @@ REGISTRY: dict[str, type[SequentialRecommender]] = {
 }
 
 
+# Namespaced names (`PREFIX/NAME`) resolved by a function another package registers, e.g.
+# `official/recgrela` -> the official code's twin (bench.adapters.official). models/ never imports
+# them itself.
+NAMESPACES: dict[str, tuple[Callable[[str], type], Callable[[], list[str]]]] = {}
+
+
+def register_namespace(prefix: str, resolve: Callable[[str], type],
+                       names: Callable[[], list[str]]) -> None:
+    """`PREFIX/NAME` resolves to `resolve(NAME)`; `names()` lists the valid NAMEs (for errors)."""
+    NAMESPACES[prefix] = (resolve, names)
+
+
 def available() -> list[str]:
-    """Registered model names, sorted."""
+    """Registered model names, sorted (namespaced names are not listed: see NAMESPACES)."""
     return sorted(REGISTRY)
 
 
 def model_class(name: str) -> type[SequentialRecommender]:
-    if name not in REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}")
-    return REGISTRY[name]
+    if name in REGISTRY:
+        return REGISTRY[name]
+    prefix, slash, rest = name.partition("/")
+    if slash and prefix in NAMESPACES:
+        resolve, names = NAMESPACES[prefix]
+        if rest not in names():
+            raise ValueError(f"unknown model {name!r}; {prefix}/ names: {', '.join(names())}")
+        return resolve(rest)
+    spaces = "".join(f", {p}/NAME" for p in sorted(NAMESPACES))
+    raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}{spaces}")
 
 
 def config_keys(name: str) -> list[str]:
@@ -69,5 +89,5 @@ def build(name: str, **config) -> SequentialRecommender:
     return model_class(name)(make_config(name, **config))
 
 
-__all__ = ["available", "build", "config_keys", "make_config", "model_class", "REGISTRY",
+__all__ = ["available", "build", "config_keys", "make_config", "model_class", "register_namespace", "REGISTRY",
            "SeqRecConfig", "SequentialRecommender"]
