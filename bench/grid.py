@@ -12,6 +12,9 @@ import json
 from dataclasses import dataclass, field
 
 import models
+from bench import adapters
+
+adapters.register()  # `official/NAME` specs (the official code's twins) everywhere a spec is read
 
 AXES = {"seqlen": "seq_len", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
         "dmodel": "d_model"}

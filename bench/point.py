@@ -61,6 +61,7 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "n_items": point.n_items,
         "causal": model_class.causal, "reconstruction": model_class.reconstruction,
         "faithful_to": model_class.faithful_to,
+        "official_substitutions": getattr(model_class, "official_substitutions", ""),
         "device": point.device.split(":")[0], "device_name": device_name(point.device, cuda_initialised),
         "dtype": "float32", "threads": point.threads or torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
@@ -94,11 +95,14 @@ def measure(point: Point, row: dict) -> None:
                        point.seed, device)
     row["params_total"], row["params_trainable"] = w.model.num_params()
     fwd = w.model.forward_flops(point.batch_size, point.seq_len)
-    row["fwd_flops_analytic"] = fwd
     train = point.workload == "train"
-    row["step_flops_analytic"] = w.model.step_flops(point.batch_size, point.seq_len) if train else fwd
-    scan = w.model.scan_flops(point.batch_size, point.seq_len)
-    row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
+    if fwd is None:  # no formula (an official twin): the cells stay empty and say why
+        row["flops_analytic_reason"] = w.model.analytic_flops_reason
+    else:
+        row["fwd_flops_analytic"] = fwd
+        row["step_flops_analytic"] = w.model.step_flops(point.batch_size, point.seq_len) if train else fwd
+        scan = w.model.scan_flops(point.batch_size, point.seq_len)
+        row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
 
     if point.flops:
         count = fvcore_forward_flops(w.forward_module, w.inputs)

@@ -35,11 +35,15 @@ COLUMNS = [
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
     "fwd_flops_analytic", "step_flops_analytic", "fvcore_skipped_ops", "flopcounter_device",
     "scan_flops_analytic",  # element-wise recurrence work no counter sees (whole step; not in the above)
+    "flops_analytic_reason",  # why the analytic cells are empty (official twins have no formula)
     # environment
     "device", "device_name", "dtype", "threads", "torch_version", "python_version",
     "git_commit", "timestamp_utc", "mem_limit_gib", "time_limit_s", "seed",
     "perf_env_json",  # the PERF_ENV_VARS that were set for the measuring process ({} if none)
     "faithful_to", "config_json",
+    # official twins (model official/NAME): imports replaced by stand-ins, e.g. Mamba's CUDA scan by
+    # selective_scan_ref, so the time is not the official kernel's; empty for our own models
+    "official_substitutions",
 ]
 KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
                "d_model", "n_items", "device"]
