@@ -142,8 +142,14 @@ class RotaryEmbedding(nn.Module):
 
     def __init__(self, dim: int, max_len: int, base: float = 10000.0):
         super().__init__()
-        angles = rope_angles(max_len, dim, base)
-        self.register_buffer("rotation", torch.polar(torch.ones_like(angles), angles), persistent=False)  # [L, dim/2]
+        if dim % 2:
+            raise ValueError(f"rotary width must be even, got {dim}")
+        # MLLA's / RecGRELA's table, rounded as they round it: theta_i = 1 / base^(i / (dim/2)) in
+        # fp32 (rope_angles' base^(-2i/dim) differs by an ulp, which the official twin test sees)
+        half = dim // 2
+        theta = 1.0 / (base ** (torch.arange(half) / half))  # [dim/2] fp32
+        angles = torch.outer(torch.arange(max_len), theta)  # [L, dim/2]
+        self.register_buffer("rotation", torch.complex(angles.cos(), angles.sin()), persistent=False)  # [L, dim/2]
 
     def forward(self, x: torch.Tensor, n_group_dims: int = 0) -> torch.Tensor:
         L = x.shape[-2 - n_group_dims]
