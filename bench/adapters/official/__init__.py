@@ -143,7 +143,12 @@ def load_official(name: str) -> tuple[type, tuple[str, ...]]:
     twin = twin_module(name).TWIN
     subs = shims.install_timm()
     if twin.source.startswith("recbole:"):
+        # importing RecBole's sequential_recommender package runs sine.py, which switches autograd
+        # anomaly detection on for the whole process (a NaN check after every backward op): a
+        # hidden handicap on every model measured afterwards, so it is switched back
+        anomaly = torch.is_anomaly_enabled()
         module = importlib.import_module(twin.source.split(":", 1)[1])
+        torch.autograd.set_detect_anomaly(anomaly)
     else:
         root = peers_dir()
         paper = str(root / "recgrela-paper")
@@ -307,7 +312,9 @@ def twin_class(name: str) -> type[OfficialTwin]:
                for key, value in model_defaults(name).items()]
     config_class = dataclasses.make_dataclass(f"Official{twin.class_name}Config", fields,
                                               bases=(SeqRecConfig,))
-    return type(f"Official{twin.class_name}", (OfficialTwin,), {
+    # a twin module may put TWIN_MIXINS before OfficialTwin (LRURec: its forward takes only the ids)
+    bases = (*getattr(module, "TWIN_MIXINS", ()), OfficialTwin)
+    return type(f"Official{twin.class_name}", bases, {
         "config_class": config_class, "official_name": name, "causal": twin.causal,
         "faithful_to": twin.faithful_to or f"official code: {twin.source}",
         "official_substitutions": "; ".join(subs), "__module__": __name__,
