@@ -312,16 +312,30 @@ def table(changes: list[Change], time_fail: float, time_warn: float) -> str:
 # ------------------------------------------------------------------------------------ CLI
 
 
+def _known(name: str) -> bool:
+    """A registered model or a namespaced one (`official/NAME`) that resolves."""
+    import models
+    from bench import adapters
+
+    adapters.register()
+    try:
+        models.model_class(name)
+        return True
+    except ValueError:
+        return False
+
+
 def selected_models(text: str | None) -> list[str]:
+    """Our registered models by default; --models may add namespaced ones (official twins)."""
     import models
 
     if not text:
         return models.available()
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in models.available()]
+    unknown = [n for n in names if not _known(n)]
     if unknown or not names:
         raise UsageError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
-                         f"registered: {', '.join(models.available())}")
+                         f"registered: {', '.join(models.available())} (and official/NAME)")
     return names
 
 
@@ -342,7 +356,7 @@ def check(args, names: list[str], path: Path) -> int:
     if env.get("torch_version") and env["torch_version"] != torch.__version__:
         print(f"note: baselines were made with torch {env['torch_version']}, this is {torch.__version__}; "
               "memory and FLOP counts can move with torch itself", flush=True)
-    stale = sorted(set(data["models"]) - set(models.available()))
+    stale = sorted(n for n in data["models"] if not _known(n))
     if stale:
         print(f"note: baselines hold models no longer registered: {', '.join(stale)} (--update drops them)")
     measured = measure_grid(names, log=lambda line: print(line, flush=True))

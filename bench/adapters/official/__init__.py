@@ -42,7 +42,7 @@ import torch.nn as nn
 
 from models.base import SeqRecConfig, SequentialRecommender
 
-from . import shims  # noqa: E402
+from . import shims
 
 PEERS_ENV = "SEQREC_PEERS"
 DEFAULT_PEERS = Path(__file__).resolve().parents[3].parent / "shared" / "peers"
@@ -91,6 +91,11 @@ class RecBoleConfig(dict):
 
     def __missing__(self, key):
         return None
+
+    def __getattr__(self, key):  # RecBole's Config also answers `config.key` (EulerFormer's layers)
+        if key in self:
+            return self[key]
+        raise AttributeError(f"config has no key {key!r}")
 
 
 class _Dataset:
