@@ -314,15 +314,19 @@ def table(changes: list[Change], time_fail: float, time_warn: float) -> str:
 
 def _known(name: str) -> bool:
     """A registered model or a namespaced one (`official/NAME`) that resolves."""
+    try:
+        _resolve(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _resolve(name: str) -> None:
     import models
     from bench import adapters
 
     adapters.register()
-    try:
-        models.model_class(name)
-        return True
-    except ValueError:
-        return False
+    models.model_class(name)  # ValueError says why (unknown name, official code not found)
 
 
 def selected_models(text: str | None) -> list[str]:
@@ -332,10 +336,13 @@ def selected_models(text: str | None) -> list[str]:
     if not text:
         return models.available()
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if not _known(n)]
-    if unknown or not names:
-        raise UsageError(f"unknown model(s) {', '.join(unknown) or '(none given)'}; "
-                         f"registered: {', '.join(models.available())} (and official/NAME)")
+    if not names:
+        raise UsageError(f"no model given; registered: {', '.join(models.available())} (and official/NAME)")
+    for name in names:
+        try:
+            _resolve(name)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
     return names
 
 

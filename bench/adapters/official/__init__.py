@@ -142,9 +142,22 @@ def twin_module(name: str):
     return importlib.import_module(f"{__name__}.{name}")
 
 
+class OfficialUnavailable(ValueError):
+    """A package the official code needs is not installed (one line for the CLI, exit 2)."""
+
+
 @functools.lru_cache(maxsize=None)
 def load_official(name: str) -> tuple[type, tuple[str, ...]]:
-    """(the official class, the substitutions made to import it); imports once per process."""
+    """(the official class, the substitutions made to import it); imports once per process.
+    Raises PeersNotFound or OfficialUnavailable (both ValueError) with one line."""
+    try:
+        return _load_official(name)
+    except ModuleNotFoundError as err:
+        raise OfficialUnavailable(f"official/{name} needs the package {err.name!r}: "
+                                  "pip install -e '.[official]'") from None
+
+
+def _load_official(name: str) -> tuple[type, tuple[str, ...]]:
     twin = twin_module(name).TWIN
     subs = shims.install_timm()
     if twin.source.startswith("recbole:"):
