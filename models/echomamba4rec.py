@@ -39,7 +39,9 @@ Kept as in the official code (quirks):
 Deviations, declared:
 - The official BiMambaLayer also builds a `MultiQueryTransformerBlock` (4-head attention, a GLU,
   two Linears, two LayerNorms: 62,592 parameters at d = 64) that `forward` never calls. It is left
-  out: it carries no compute and no gradient. The unused config keys (`num_experts`, `num_heads`,
+  out: it carries no compute and no gradient. `unused_attention_block=True` builds its parameters
+  (`UnusedAttentionBlock`, never called) so that the parameter count is the official one; the
+  official twin's equivalence test uses it. The unused config keys (`num_experts`, `num_heads`,
   `hidden_dim`, `initializer_range`) and the BPR loss path (every config uses CE) are left out too.
 - An input whose length differs from max_len raises ValueError. The official code fails with a
   broadcast error for most such lengths, but runs silently when L//2+1 happens to match.
@@ -83,11 +85,13 @@ class EchoMamba4RecConfig(MambaConfig):
     d_conv: int = 4
     expand: int = 2
     nested_pairs: bool = True  # official: n_layers pairs inside each outer layer (n^2 in all)
+    unused_attention_block: bool = False  # True: hold the official never-called block's parameters
 
     def __post_init__(self):
         super().__post_init__()
-        if not isinstance(self.nested_pairs, bool):
-            raise ValueError(f"nested_pairs must be a bool, got {self.nested_pairs!r}")
+        for name in ("nested_pairs", "unused_attention_block"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     @property
     def pairs_per_layer(self) -> int:
@@ -187,6 +191,25 @@ class BidirectionalMambaPair(nn.Module):
         return forward + self.norm_backward(self.dropout(backward) + x)
 
 
+class UnusedAttentionBlock(nn.Module):
+    """The parameters of the official `MultiQueryTransformerBlock` (4-head nn.MultiheadAttention, a
+    GLU, Linear d -> 4d, Linear 4d -> d, two LayerNorms), which the official layer builds and never
+    calls. It has no forward: it only makes the parameter count the official one
+    (`unused_attention_block=True`); its parameters never get a gradient."""
+
+    HEADS = 4  # hard-coded in the official BiMambaLayer (the config's num_heads is not read)
+
+    def __init__(self, config: EchoMamba4RecConfig):
+        super().__init__()
+        d = config.d_model
+        self.attention = nn.MultiheadAttention(d, self.HEADS)
+        self.glu = GatedLinearUnit(config)
+        self.linear1 = nn.Linear(d, 4 * d)
+        self.linear2 = nn.Linear(4 * d, d)
+        self.norm1 = nn.LayerNorm(d)
+        self.norm2 = nn.LayerNorm(d)
+
+
 class BiMambaLayer(nn.Module):
     """One outer layer: spectral filter, `pairs_per_layer` Mamba pairs, GLU (no FFN)."""
 
@@ -195,6 +218,8 @@ class BiMambaLayer(nn.Module):
         self.filter = SpectralFilter(config)
         self.pairs = nn.ModuleList(BidirectionalMambaPair(config) for _ in range(config.pairs_per_layer))
         self.glu = GatedLinearUnit(config)
+        if config.unused_attention_block:
+            self.unused_attention = UnusedAttentionBlock(config)  # never called
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.filter(x)  # [B, L, d]
