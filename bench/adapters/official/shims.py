@@ -107,6 +107,9 @@ def install_timm() -> list[str]:
 def install_mamba(mamba_root: Path) -> list[str]:
     """`from mamba_ssm import Mamba` -> the pinned peer block with the reference scan, unless the
     real mamba_ssm (with its CUDA kernels) imports."""
+    installed = sys.modules.get("mamba_ssm")
+    if installed is not None and getattr(installed, "stand_in_substitutions", None):
+        return list(installed.stand_in_substitutions)  # a second twin in one process: same stand-in
     if _importable("mamba_ssm"):
         import mamba_ssm
 
@@ -132,6 +135,7 @@ def install_mamba(mamba_root: Path) -> list[str]:
     subs = ["mamba_ssm.selective_scan_fn=selective_scan_ref (peer file; not the CUDA kernel)"]
     if block.causal_conv1d_fn is None:
         subs.append("mamba causal_conv1d not installed: Mamba's own nn.Conv1d path")
+    package.stand_in_substitutions = tuple(subs)
     return subs
 
 
