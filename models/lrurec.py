@@ -18,13 +18,17 @@ vector at the last real slot, CE over the catalogue at that slot only. Deviation
   the mask and the power-of-two padding are output-neutral for the real slots and are left out
   (the official code pays ~28% more slots at L=200).
 - LRURec natively supervises every position (B x L x N logits); here only the last real slot is
-  scored, like every other model in the suite.
+  scored, like every other model in the suite. The official twin (official/lrurec: the RecBole
+  port in the RecGRELA paper's code) also scores only that slot, so against it this is no
+  departure (tests/test_official_lrurec.py).
 - The scan is `models.ops.linear_scan` (work-efficient log-depth pairing scan with a two-tensor
   backward) rather than the official block-doubling with autograd through every level: same
   recurrence. `scan=sequential` runs the step-by-step oracle instead (for comparison).
-Kept as official: the complex64 in/out projections (their real-input and real-output halves
-are wasted work, as in the official code), the truncated-normal init (std 0.02, cut at +-0.04)
-of every weight and bias except the LayerNorms and the LRU's logs, no padding_idx.
+Kept as official: the complex64 in/out projections (complex128 once the model is cast to
+float64; their real-input and real-output halves are wasted work, as in the official code), the
+truncated-normal init (std 0.02, cut at +-0.04) of every weight and bias except the LayerNorms
+and the LRU's logs, no padding_idx (the RecBole port sets padding_idx=0, inert there: its init
+overwrites row 0 and its pad slots never reach the user vector).
 """
 from __future__ import annotations
 
@@ -33,7 +37,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .base import SeqRecConfig, SequentialRecommender
 from .layers import FeedForward
@@ -84,7 +87,7 @@ class LRULayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nu_log, theta_log, gamma_log = self.params_log
         lam = torch.exp(torch.complex(-nu_log.exp(), theta_log.exp()))  # [P]
-        b = gamma_log.exp() * self.in_proj(x.to(torch.complex64))  # [B, L, P]
+        b = gamma_log.exp() * self.in_proj(x.to(self.in_proj.weight.dtype))  # [B, L, P]
         h = self.scan(lam, b)  # [B, L, P], h_t = lambda h_{t-1} + b_t
         y = self.out_proj(h).real  # [B, L, d]
         return self.norm(self.dropout(y) + x)
@@ -99,6 +102,15 @@ class LRUBlock(nn.Module):
 
     def forward(self, x):
         return self.ffn(self.lru(x))
+
+
+def complex_follows_real(module: nn.Module) -> nn.Module:
+    """Cast the complex parameters to complex128 when the real ones are float64, else complex64.
+    `Module.double()` casts floating tensors only, so without this a float64 model would keep
+    complex64 projections (the equivalence tests run in float64); at float32 nothing changes."""
+    real = next((p.dtype for p in module.parameters() if p.is_floating_point()), torch.float32)
+    target = torch.complex128 if real == torch.float64 else torch.complex64
+    return nn.Module._apply(module, lambda t: t.to(target) if t.is_complex() else t)
 
 
 def truncated_normal_init(model: nn.Module, std: float = 0.02) -> None:
@@ -125,6 +137,10 @@ class LRURec(SequentialRecommender):
         self.norm = nn.LayerNorm(config.d_model, eps=1e-5)
         self.blocks = nn.ModuleList(LRUBlock(config) for _ in range(config.n_layers))
         truncated_normal_init(self)
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        return complex_follows_real(self)
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         x = self.norm(self.dropout(self.item_embedding(item_seq)))  # [B, L, d]

@@ -22,7 +22,8 @@ Init: Lambda = linspace(softplus^-1(-ln r_min), softplus^-1(-ln r_max), H) with 
 (r_min, r_max) = (0.9, 0.999), so exp(-softplus(Lambda)) runs 0.9 -> 0.999 over the channels.
 Then RecBole's `_init_weights` over the whole model: Linear/Embedding weights N(0, 0.02^2), Linear
 biases (b_g included) zero, LayerNorms unit; the conv keeps PyTorch's default and Lambda its
-linspace; the padding row of E ends a random frozen vector.
+linspace; the padding row of E ends a random vector (padding_idx stops only its lookups'
+gradient: it still learns through the tied output scores).
 
 Power-of-two padding (config `pow2_pad`). The official Triton scan needs a power-of-two length,
 so the GRL left-pads x with zeros after the in-projection. Those slots are not inert: the conv
