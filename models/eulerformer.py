@@ -20,10 +20,12 @@ With delta = 1 and b = 0 the transform is exactly interleaved RoPE on q and k.
 Deviations, declared: the contrastive loss is skipped at inference and when lamb = 0 (the official
 code computes it in every forward, unused in eval); alpha is broadcast, not repeated per batch;
 the phases Phi are taken from theta' directly instead of re-deriving them with atan2 from the
-transformed pairs (identical modulo 2 pi, which cos and sin and the 0/2x dropout do not see).
+transformed pairs (identical modulo 2 pi, which cos and sin and the 0/2x dropout do not see;
+exact while 1/(1 - cl_dropout) is a whole number, as at the official 0.5, not e.g. at 0.2).
 Parameter count: the official printout (363,652 at L=200, d=64) includes angle tables held as
 nn.Parameter that never train (alpha is used through .data); here they are buffers, so the count
-is 25,600 lower at that shape with the same trainable set.
+is 25,600 lower at that shape with the same trainable set. `angle_params=True` holds them as the
+official code does (one [L, d/2, 2] parameter per layer, read detached), for the official twin test.
 Defaults are the RecGRELA repo's EulerFormer baseline (d 64, 2 layers, 2 heads, dropouts 0.2,
 euler_bias, lamb 1e-5, tau 1, delta_0 1, L = 200), the setting of the paper being reproduced.
 """
@@ -49,6 +51,7 @@ class EulerFormerConfig(SASRecConfig):
     lamb: float = 1e-5  # contrastive loss weight lambda_c (0 disables it)
     tep: float = 1.0  # temperature tau
     cl_dropout: float = 0.5  # dropout on the phases of the contrastive view
+    angle_params: bool = False  # alpha as the official per-layer nn.Parameter (counted, never trained)
 
     def __post_init__(self):
         super().__post_init__()
@@ -98,10 +101,14 @@ class EulerQK(nn.Module):
         self.delta = nn.Parameter(torch.tensor(float(config.init_factor)))
         self.bias = nn.Parameter(torch.zeros(())) if config.euler_bias else None
         self.cl_weight = nn.Parameter(torch.ones(config.d_model // 2))
+        if config.angle_params:  # the official layout [L, d/2, 2] (each angle twice), read through .data
+            self.alpha = nn.Parameter(angles.alpha[:, :, None].repeat(1, 1, 2))
         self.last_loss: torch.Tensor | None = None
 
     def forward(self, q: torch.Tensor, k: torch.Tensor):
-        alpha = self.angles.alpha[: q.shape[1]]
+        L = q.shape[1]
+        # [L, d/2]
+        alpha = self.alpha[:L, :, 0].detach() if self.config.angle_params else self.angles.alpha[:L]
         q, q_phase = euler_transform(q, self.delta, alpha if self.bias is None else alpha + self.bias)
         k, k_phase = euler_transform(k, self.delta, alpha)
         c = self.config
