@@ -16,6 +16,7 @@ and no PNG, so the report page can say so.
 | `fig5_position_activation` | Fig. 5 | RecGRELA position encoding (RoPE/APE/LPE) and gate activation (SiLU/ReLU/GELU) |
 | `fig9_rank` | Fig. 9 | feature-matrix rank heatmaps (drawn by `bench.rank.plot_rank_figure`) |
 | `long_seq_loglog` | (not in the paper) | L >= 256: time and memory, log-log, fitted slope per line, where each line overtakes SASRec |
+| `ours_vs_official` | (not in the paper) | ours / official twin (`official/NAME`) of step time, tracked peak bytes and step FLOPs per point, params side by side |
 
 Choices that apply to every figure:
 - Rows are the train workload (the paper's training-efficiency setting) unless a figure says
@@ -26,6 +27,10 @@ Choices that apply to every figure:
   note says what was left out.
 - When several run folders hold the same point (same key columns), the row with the latest
   `timestamp_utc` is kept (times compare only within one run; see reports/README.md).
+- Official twins (model `official/NAME`, the official code measured in the same harness) appear
+  in `ours_vs_official` and, labelled `official/NAME`, in the long-sequence view; Fig. 3 leaves
+  them out (it places models, and says which twins it left out); the other paper figures select
+  our models by name. No model name reaches a file name: every file is `<key>.png` / `<key>.csv`.
 """
 from __future__ import annotations
 
@@ -56,7 +61,7 @@ NUMERIC = GRID + (
     "step_flops_analytic", "scan_flops_analytic", "threads")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
-           "perf_env_json")
+           "perf_env_json", "official_substitutions", "flops_analytic_reason")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
@@ -413,8 +418,13 @@ def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, 
                     "Train step at one grid point: peak memory (x), NDCG@10 (y) and step FLOPs (bubble "
                     "area); without training metrics, memory (x) against FLOPs (y).")
     ok = results[(results["workload"] == "train") & (results["status"] == "ok")]
+    twins = ok["model"].map(is_official) if len(ok) else pd.Series(False, index=ok.index)
+    if twins.any():  # the paper's figure compares models; a twin is drawn against ours in ours_vs_official
+        figure.notes.append("official twins left out (compared with ours in `ours_vs_official`): "
+                            + ", ".join(sorted(set(ok.loc[twins, "_label"]))))
+        ok = ok[~twins]
     if ok.empty:
-        figure.missing = "no successful train rows in the CSVs"
+        figure.missing = "no successful train rows of our models in the CSVs"
         return figure
     rows, note = closest_point(ok)
     figure.notes.append(note)
@@ -741,8 +751,271 @@ def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path
     return figure
 
 
+# ------------------------------------------------------------------------------------ official twins
+
+OFFICIAL = "official/"  # model spec prefix of an official twin (bench.adapters): official/NAME
+POINT = GRID + ("device",)
+# (panel, our column, the official column, ratio column); "flops" is chosen per pair (`flops_column`)
+RATIOS = (("time", "time_ours_ms", "time_official_ms", "time_ratio"),
+          ("memory", "peak_ours_bytes", "peak_official_bytes", "memory_ratio"),
+          ("FLOPs", "flops_ours", "flops_official", "flops_ratio"))
+RATIO_SOURCE = {"time": "time_median_ms", "memory": "tracked_peak_bytes"}
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h")
+MAX_COMMANDS = 4  # sweep lines suggested for missing twins; more settings are counted, not listed
+
+
+def is_official(model) -> bool:
+    return str(model).startswith(OFFICIAL)
+
+
+def _reconstructed(rows: pd.DataFrame) -> pd.Series:
+    """Rows of a model rebuilt without public code (`reconstruction=True`: ELASTIC): no official twin."""
+    if "reconstruction" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows["reconstruction"].astype(str).str.strip().str.lower().isin(("true", "1", "1.0"))
+
+
+def sweep_commands(missing: list) -> list:
+    """`python -m bench.sweep` lines that would measure `missing` = [(spec, partner, workload, row), ...]
+    together with each spec's partner (so that both sides' times come from one run): one line per
+    setting of the fixed grid dimensions, device and threads, over the lengths needed."""
+    groups = {}
+    for spec, partner, workload, row in missing:
+        fixed = tuple(str(row[c]) for c in ("batch_size", "n_layers", "n_heads", "d_model", "n_items", "device",
+                                            "threads"))
+        group = groups.setdefault(fixed, {"row": row, "specs": set(), "workloads": set(), "lengths": set()})
+        group["specs"] |= {spec, partner}
+        group["workloads"].add(workload)
+        if pd.notna(row["seq_len"]):
+            group["lengths"].add(int(row["seq_len"]))
+    lines = []
+    for group in groups.values():
+        row, parts = group["row"], ["python -m bench.sweep --axis seqlen"]
+        if group["lengths"]:
+            parts.append("--values " + ",".join(map(str, sorted(group["lengths"]))))
+        for flag, col in (("--batch-size", "batch_size"), ("--d-model", "d_model"), ("--layers", "n_layers"),
+                          ("--heads", "n_heads"), ("--n-items", "n_items")):
+            if pd.notna(row[col]):
+                parts.append(f"{flag} {_fmt_num(float(row[col]))}")
+        if row["device"]:
+            parts.append(f"--device {row['device']}")
+        if pd.notna(row["threads"]) and row["threads"] > 0:
+            parts.append(f"--threads {int(row['threads'])}")
+        workloads = sorted(group["workloads"])
+        if workloads != ["train"]:
+            parts.append("--workload " + (workloads[0] if len(workloads) == 1 else "both"))
+        parts.append("--models " + ",".join(sorted(group["specs"])))
+        lines.append(" ".join(parts))
+    return lines
+
+
+def _commands_text(missing: list) -> str:
+    lines = sweep_commands(missing)
+    more = len(lines) - MAX_COMMANDS
+    return "; ".join(f"`{c}`" for c in lines[:MAX_COMMANDS]) + (
+        f" (and {more} more setting(s) of the fixed grid dimensions)" if more > 0 else "")
+
+
+def _missing_text(missing: list) -> str:
+    """`official/sasrec at L=200,1000 (train); recgrela at L=400 (infer)`."""
+    what = {}
+    for spec, _partner, workload, row in missing:
+        what.setdefault((spec, workload), set()).add(row["seq_len"])
+    return "; ".join(f"{spec} at L={','.join(_fmt_num(float(v)) for v in sorted(lengths))} ({workload})"
+                     for (spec, workload), lengths in sorted(what.items()))
+
+
+def _ratio(ours, official) -> float:
+    ours, official = float(ours), float(official)
+    return ours / official if np.isfinite(ours) and np.isfinite(official) and official > 0 else math.nan
+
+
+def _pair_record(name: str, mine: pd.Series, theirs: pd.Series) -> dict:
+    """One table row: one of our lines and the official twin at one workload and grid point."""
+    workload = theirs["workload"]
+    flops_col, f_ours, f_off = "", math.nan, math.nan
+    for col in ("step_flops_flopcounter",) + (("fwd_flops_fvcore",) if workload == "infer" else ()):
+        if pd.notna(mine[col]) and pd.notna(theirs[col]):
+            flops_col, f_ours, f_off = col, mine[col], theirs[col]
+            break
+    values = {"time": (mine["time_median_ms"], theirs["time_median_ms"]),
+              "memory": (mine["tracked_peak_bytes"], theirs["tracked_peak_bytes"]), "FLOPs": (f_ours, f_off)}
+    both_ok = mine["status"] == "ok" and theirs["status"] == "ok"
+    record = {"model": name, "ours": mine["_label"], "official": theirs["_label"], "workload": workload,
+              **{c: mine[c] for c in POINT}, "ours_status": mine["status"], "official_status": theirs["status"]}
+    for kind, ours_col, official_col, ratio_col in RATIOS:
+        a, b = values[kind]
+        record[ours_col], record[official_col] = a, b
+        record[ratio_col] = _ratio(a, b) if both_ok else math.nan
+    record["flops_column"] = flops_col
+    record["params_ours"], record["params_official"] = mine["params_total"], theirs["params_total"]
+    record["same_run"] = "yes" if mine["_run"] == theirs["_run"] else "no"
+    record["ours_run"], record["official_run"] = mine["_run"], theirs["_run"]
+    return record
+
+
+def ours_vs_official(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """Each of our models against its official twin (`official/NAME`: the official code measured in
+    the same harness): ours / official of step time, tracked peak bytes and FLOPs at every workload
+    and grid point both have, one line per variant of ours; parameter counts side by side."""
+    figure = Figure("ours_vs_official", "Ours vs the official code: time, memory and FLOP ratios",
+                    "Per model with an official twin (`official/NAME`), ours / official at every workload and "
+                    "grid point where both were measured: median step time, tracked peak bytes and step FLOPs "
+                    "(below 1 = ours cheaper), with both parameter counts.")
+    if results.empty:
+        figure.missing = ("no rows in the CSVs (e.g. `python -m bench.sweep --axis seqlen --values 200,1000 "
+                          "--batch-size 64 --d-model 64 --layers 4 --heads 4 --models recgrela,official/recgrela`)")
+        return figure
+    key = ["model", "variant", "workload", *POINT]  # one row per line and point, whatever the axis
+    latest = results.sort_values("timestamp_utc", kind="stable").drop_duplicates(key, keep="last")
+    twins = latest[latest["model"].map(is_official)]
+    ours = latest[~latest["model"].map(is_official) & ~_reconstructed(latest)]
+    names = sorted({m[len(OFFICIAL):] for m in twins["model"]})
+    absent = [(OFFICIAL + r["model"], spec_label(r["model"], r["variant"]), r["workload"], r)
+              for _, r in ours.iterrows() if r["model"] not in names]
+    if twins.empty:
+        figure.missing = ("no official twin rows (model `official/NAME`) in the CSVs; they would be measured, "
+                          "beside ours in one run so the times compare, by " + _commands_text(absent))
+        return figure
+    records = []
+    for name in names:
+        mine_rows, their_rows = ours[ours["model"] == name], twins[twins["model"] == OFFICIAL + name]
+        for their_variant, theirs_v in their_rows.groupby("variant", sort=True):
+            if mine_rows.empty:
+                absent += [(name, spec_label(OFFICIAL + name, their_variant), r["workload"], r)
+                           for _, r in theirs_v.iterrows()]
+                continue
+            for our_variant, mine_v in mine_rows.groupby("variant", sort=True):
+                at = {tuple(map(str, r[["workload", *POINT]])): r for _, r in mine_v.iterrows()}
+                for _, theirs in theirs_v.iterrows():
+                    point = tuple(map(str, theirs[["workload", *POINT]]))
+                    if point in at:
+                        records.append(_pair_record(name, at.pop(point), theirs))
+                    else:
+                        absent.append((spec_label(name, our_variant), spec_label(OFFICIAL + name, their_variant),
+                                       theirs["workload"], theirs))
+                absent += [(spec_label(OFFICIAL + name, their_variant), spec_label(name, our_variant), r["workload"], r)
+                           for r in at.values()]
+    if not records:
+        figure.missing = ("no workload and grid point where both one of our models and its official twin were "
+                          f"measured; the sweep that measures both sides in one run: {_commands_text(absent)}")
+        return figure
+    table = pd.DataFrame(records).sort_values(["model", "ours", "official", "workload", *POINT], kind="stable")
+    figure.table = table.reset_index(drop=True)
+    figure.runs = sorted(set(table["ours_run"]) | set(table["official_run"]))
+    measured = table[(table["ours_status"] == "ok") & (table["official_status"] == "ok")]
+    apart = int((measured["same_run"] == "no").sum())
+    figure.notes.append(
+        "ratios are ours / official at the same workload and grid point; memory is `tracked_peak_bytes` (exact "
+        "tensor accounting, any device); FLOPs are `step_flops_flopcounter` (the whole step), or "
+        "`fwd_flops_fvcore` for infer rows without it (`flops_column` says which); where either side failed, "
+        "both statuses are shown and no ratio")
+    figure.notes.append(
+        "time ratios are only as good as the two wall times, which compare within one run (same machine, load "
+        f"and moment; 10-25 % drift between runs): {apart} of {len(measured)} measured pair(s) join rows of "
+        "different run folders (`same_run` = no)" + ("; read their time ratios as rough" if apart else ""))
+    for r in table[(table["ours_status"] != "ok") | (table["official_status"] != "ok")].itertuples():
+        reasons = [f"{side} {status}" + (f" ({reason})" if reason else "") for side, status, reason in (
+            ("ours", r.ours_status, _reason(latest, r.ours, r)),
+            ("official", r.official_status, _reason(latest, r.official, r)))]
+        figure.notes.append(f"{r.ours} vs {r.official} at L={_fmt_num(float(r.seq_len))} ({r.workload}): "
+                            + ", ".join(reasons))
+    for (label, subs), part in twins.groupby(["_label", "official_substitutions"], sort=True):
+        lengths = ",".join(_fmt_num(float(v)) for v in sorted(set(part["seq_len"].dropna())))
+        which = f"`{subs}`" if subs else "none recorded (the official code ran as published)"
+        figure.notes.append(f"official_substitutions of {label} ({len(part)} row(s), L={lengths}): {which}")
+    if (twins["official_substitutions"] != "").any():
+        figure.notes.append("a substitution replaces an official import by a stand-in (e.g. Mamba's CUDA scan by "
+                            "`selective_scan_ref`): that twin's time and memory are the stand-in's, not the "
+                            "official kernel's")
+    if absent:
+        figure.notes.append(f"not compared, no twin measured: {_missing_text(absent)}. The sweep that measures "
+                            f"them beside their partners (one run, so the times compare): {_commands_text(absent)}")
+    figure.png = _ratio_panels(figure.table, colours, figure.title, out_dir / f"{figure.key}.png")
+    return figure
+
+
+def _reason(latest: pd.DataFrame, label: str, record) -> str:
+    """The `reason` cell of the row behind one side of a table row ('' when ok)."""
+    match = latest[(latest["_label"] == label) & (latest["workload"] == record.workload)]
+    for c in POINT:
+        match = match[match[c].astype(str) == str(getattr(record, c))]
+    return "" if match.empty else str(match["reason"].iloc[-1])
+
+
+def _ratio_panels(table: pd.DataFrame, colours: dict, title: str, path: Path) -> Path:
+    """One panel per ratio (time, memory, FLOPs) against L, a line at 1.0, one marker series per
+    pair of lines and workload; a point where either side failed is marked at the top edge."""
+    varying = [c for c in ("batch_size", "n_layers", "n_heads", "d_model", "n_items", "device")
+               if table[c].astype(str).nunique() > 1]
+    series = table.assign(_series=[
+        f"{r['ours']} / {r['official']} ({r['workload']}"
+        + "".join(f", {c}={r[c] if c == 'device' else _fmt_num(float(r[c]))}" for c in varying) + ")"
+        for _, r in table.iterrows()])
+    names = sorted(set(series["_series"]))
+    fig, axes = plt.subplots(1, len(RATIOS), figsize=(15, 4.4), squeeze=False)
+    handles, statuses = {}, set()
+    xs = table["seq_len"].dropna().to_numpy(float)
+    for ax, (kind, _ours, _official, ratio) in zip(axes[0], RATIOS):
+        top_edge = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
+        values, stacked = [], {}
+        for i, name in enumerate(names):
+            part = series[series["_series"] == name].sort_values("seq_len")
+            colour = colours.get(part["ours"].iloc[0], f"C{i % 10}")
+            good = part[part[ratio].notna()]
+            (handle,) = ax.plot(good["seq_len"].to_numpy(float), good[ratio].to_numpy(float),
+                                marker=MARKERS[i % len(MARKERS)], markersize=7, linewidth=0.8, linestyle="--",
+                                color=colour, label=name)
+            handles.setdefault(name, handle)
+            values += good[ratio].tolist()
+            for r in part[(part["ours_status"] != "ok") | (part["official_status"] != "ok")].itertuples():
+                status = r.official_status if r.official_status != "ok" else r.ours_status
+                status = status if status in FAIL_STYLE else "error"
+                marker, _text, size = FAIL_STYLE[status]
+                k = stacked.get(r.seq_len, 0)
+                stacked[r.seq_len] = k + 1
+                ax.plot([r.seq_len], [0.97 - 0.06 * k], marker=marker, markersize=size * 0.8, linestyle="none",
+                        color=colour, markeredgecolor=colour if marker == "x" else "black",
+                        transform=top_edge, clip_on=False, zorder=5)
+                statuses.add(status)
+        ax.axhline(1.0, color="black", linewidth=1, alpha=0.7)
+        if _span_is_log(xs):
+            ax.set_xscale("log", base=2)
+        if len(xs) and len(np.unique(xs)) <= 16:
+            ax.set_xticks(np.unique(xs))
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_num))
+        positive = [v for v in values if v > 0] + [1.0]
+        if len(positive) > 1 and max(positive) / min(positive) >= 4:  # ratios: log keeps 2x and 0.5x symmetric
+            ax.set_yscale("log", base=2)
+            ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+        else:
+            ax.set_ylim(0, max(positive) * 1.1)
+        if stacked:  # keep the data clear of the failure markers at the top edge (as bench.plots does)
+            frac = max(0.97 - 0.06 * max(stacked.values()) - 0.04, 0.3)
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(lo, lo * (hi / lo) ** (1 / frac) if ax.get_yscale() == "log" else lo + (hi - lo) / frac)
+        if not values:
+            _note_on(ax, "no point where both sides were measured")
+        ax.set_xlabel("seq_len")
+        ax.set_ylabel(f"{kind}: ours / official")
+        source = RATIO_SOURCE.get(kind, "step FLOPs")
+        ax.set_title(f"{kind} ({source})", fontsize=10)
+        ax.grid(True, alpha=0.3)
+    for status, (marker, text, size) in FAIL_STYLE.items():
+        if status in statuses:
+            handles[f"{text} on one side (at top edge)"] = Line2D(
+                [], [], linestyle="none", marker=marker, markersize=size * 0.7, color="gray",
+                markeredgecolor="gray" if marker == "x" else "black")
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.02),
+               ncol=min(3, len(handles)), frameon=False, fontsize=8)
+    fig.suptitle(f"{title} (1.0 = same cost)", fontsize=11)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
 FIGURES = (fig3_memory_flops_ndcg, table3_recgrela_layers, fig6_layers_recgrela_sigma,
-           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog)
+           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog, ours_vs_official)
 
 
 def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: Path | None,

@@ -14,8 +14,9 @@ measured twice keeps its latest row.
 Output (into --out, default the first RUN_DIR): index.md, and per figure <key>.png and <key>.csv:
 Fig. 3 (memory vs FLOPs vs NDCG@10), Table 3 (RecGRELA depth), Fig. 6 (layers, RecGRELA vs
 SIGMA), Fig. 7 (L = 100..200 and heads, RecGRELA vs EulerFormer), Fig. 5 (position encoding and
-gate activation), Fig. 9 (rank heatmaps, via bench.rank) and the long-sequence view (L >= 256,
-log-log slopes, where each model overtakes SASRec). A figure whose data is missing is not drawn:
+gate activation), Fig. 9 (rank heatmaps, via bench.rank), the long-sequence view (L >= 256,
+log-log slopes, where each model overtakes SASRec) and ours vs the official code (ratios to each
+`official/NAME` twin, with the twin's official_substitutions). A figure whose data is missing is not drawn:
 the page says what is missing and how to measure it. The page also gives, per figure, the
 environment of its rows and the commands that made them. Bad input is one line on stderr, exit 2,
 and nothing written.
