@@ -4,6 +4,7 @@ Examples:
   python -m bench.ab lrurec lrurec:scan=sequential --batch-size 64 --seq-len 1024 --threads 1
   python -m bench.ab mamba4rec mamba4rec:scan=loop --seq-len 200 --rounds 10 --out reports/_scratch/ab.csv
   python -m bench.ab sasrec sasrec:attention=math --workload infer --seq-len 512
+  python -m bench.ab recgrela official/recgrela --seq-len 1000 --layers 4 --heads 4 --batch-size 64
 
 Why: a sweep measures its points one after another, so a 5% difference between two variants
 drowns in the 10-25% drift of a shared machine. Here both workloads are built from the same

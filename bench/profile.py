@@ -4,6 +4,7 @@ Examples:
   python -m bench.profile --model recgrela                          # quick preset shape, train step
   python -m bench.profile --model sasrec:attention=math --seq-len 512 --batch-size 8 --threads 1
   python -m bench.profile --model mamba4rec --workload infer --wait 1 --warmup 2 --active 5
+  python -m bench.profile --model official/recgrela --seq-len 200 --batch-size 64   # the official code
   python -m bench.profile --model linrec --device cuda --preset paper --out reports/profile-linrec-gpu
   tensorboard --logdir reports/profile-recgrela-train/tb            # with the `profile` extra installed
 

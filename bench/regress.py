@@ -5,6 +5,7 @@ Examples:
   python -m bench.regress --update                 # re-measure every model, rewrite the baselines, say what changed
   python -m bench.regress --update --models sigma  # add or refresh one model's baseline, keep the others
   python -m bench.regress --models linrec,sasrec   # check only these models
+  python -m bench.regress --update --models official/recgrela --baseline /tmp/twins.json   # an official twin
   python -m bench.regress --baseline /tmp/b.json --update   # baselines elsewhere (tests do this)
 
 The grid: every registered model (`models.available()` at run time) with its default config, both

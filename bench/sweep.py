@@ -6,6 +6,7 @@ Examples:
   python -m bench.sweep --axis heads --preset paper --device cuda --workload both
   python -m bench.sweep --axis seqlen --values 64,128,256 --batch-size 16 --layers 2
   python -m bench.sweep --axis layers --models recgrela,recgrela:local_shortcut=false:position=ape
+  python -m bench.sweep --axis seqlen --values 200,1000 --batch-size 64 --layers 4 --heads 4 --models recgrela,official/recgrela
   python -m bench.sweep --axis seqlen --dry-run             # print the grid and stop
   python -m bench.sweep --axis seqlen --out reports/my-run --resume   # continue a killed run
 
@@ -15,6 +16,7 @@ Inside it: FLOP counters (fvcore forward, FlopCounterMode forward and whole step
 of one step (and, on CUDA, the allocator and NVML peaks). Rows are appended atomically to
 OUT/results.csv as each point ends; a killed sweep keeps every finished row and `--resume` skips
 them. Out-of-memory, timeouts and errors become rows with that status and the sweep goes on.
+`official/NAME` measures the official code of NAME (its twin, bench.adapters.official) the same way.
 The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 """
 from __future__ import annotations
