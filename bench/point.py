@@ -83,10 +83,25 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:300]
 
 
+def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
+    """FlopCounterMode's (forward, whole step) FLOPs of the point's workload built on `device`
+    ("meta": shapes only, any L without allocating); the copy is dropped afterwards."""
+    from bench.measure.flops import flopcounter_flops
+
+    w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
+                       point.seed, device)
+
+    def forward_only():
+        with torch.no_grad():
+            return w.forward_module(*w.inputs)
+
+    return flopcounter_flops(forward_only), flopcounter_flops(w.step)
+
+
 def measure(point: Point, row: dict) -> None:
     """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
     from bench.measure.dispatch import attention_ops, dispatched_ops
-    from bench.measure.flops import check_nonzero, flopcounter_flops, fvcore_forward_flops
+    from bench.measure.flops import check_nonzero, fvcore_forward_flops
     from bench.measure.memory import NvmlSampler, cuda_allocator_peak, tracked_peak
     from bench.measure.timing import measure_time
 
@@ -108,17 +123,18 @@ def measure(point: Point, row: dict) -> None:
         count = fvcore_forward_flops(w.forward_module, w.inputs)
         row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
         row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
-        meta = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                              point.seed, "meta")
-
-        def forward_only():
-            with torch.no_grad():
-                return meta.forward_module(*meta.inputs)
-
-        row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
-        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(meta.step))
-        row["flopcounter_device"] = "meta"
-        del meta
+        try:
+            fwd_count, step_count = flopcounter_counts(point, "meta")
+            row["flopcounter_device"] = "meta"
+        except (RuntimeError, NotImplementedError) as err:
+            if "meta" not in str(err):
+                raise
+            # code that reads values (e.g. `.item()`, as the official LRURec port does) cannot run
+            # on shapes alone: count a fresh copy of the workload on the real device instead
+            fwd_count, step_count = flopcounter_counts(point, point.device)
+            row["flopcounter_device"] = point.device.split(":")[0]
+        row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", fwd_count)
+        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", step_count)
 
     row["attention_ops"] = attention_ops(dispatched_ops(w.step))
     timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
