@@ -120,9 +120,17 @@ def measure(point: Point, row: dict) -> None:
         row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
 
     if point.flops:
-        count = fvcore_forward_flops(w.forward_module, w.inputs)
-        row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
-        row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
+        try:
+            count = fvcore_forward_flops(w.forward_module, w.inputs)
+        except Exception as err:  # noqa: BLE001 - the JIT trace cannot follow the code (the
+            # official RecBLR calls int.bit_length on a size, a tensor while tracing): the cell
+            # stays empty and says why; the other counters still run
+            if is_oom(err):
+                raise
+            row["fvcore_reason"] = one_line(err)
+        else:
+            row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
+            row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
         try:
             fwd_count, step_count = flopcounter_counts(point, "meta")
             row["flopcounter_device"] = "meta"

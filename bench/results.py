@@ -36,6 +36,7 @@ COLUMNS = [
     "fwd_flops_analytic", "step_flops_analytic", "fvcore_skipped_ops", "flopcounter_device",
     "scan_flops_analytic",  # element-wise recurrence work no counter sees (whole step; not in the above)
     "flops_analytic_reason",  # why the analytic cells are empty (official twins have no formula)
+    "fvcore_reason",  # why fwd_flops_fvcore is empty (the JIT trace could not follow the code)
     # environment
     "device", "device_name", "dtype", "threads", "torch_version", "python_version",
     "git_commit", "timestamp_utc", "mem_limit_gib", "time_limit_s", "seed",
