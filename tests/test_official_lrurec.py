@@ -37,7 +37,7 @@ def variant(twin, **options):
 
 def differences(twin, ours, item_seq, target) -> dict[str, float]:
     """Relative error of user vector, scores, CE loss and every gradient of ours vs the twin."""
-    with twin_module().complex128_for_float64():
+    with official.keep_float64():
         checks = {"user vector": (ours.user_vector(item_seq), twin.user_vector(item_seq)),
                   "full scores": (ours.full_scores(item_seq), twin.full_scores(item_seq))}
         loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
@@ -75,7 +75,7 @@ def test_loss_is_last_slot_ce_in_both():
     _require_peers()
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], [1, 6, 3, 5, 2, 5])
     twin, ours = build_pair("lrurec", DIMS)
-    with twin_module().complex128_for_float64():
+    with official.keep_float64():
         twin_loss, twin_rows = twin.loss(item_seq, target), F.cross_entropy(twin.full_scores(item_seq), target)
     assert relative_error(twin_loss.detach(), twin_rows.detach()) <= 1e-15
     ours_rows = F.cross_entropy(ours.full_scores(item_seq), target)

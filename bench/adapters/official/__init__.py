@@ -229,20 +229,24 @@ def rename(state: dict, renames) -> dict:
 @contextlib.contextmanager
 def keep_float64():
     """Test scaffolding: inside, `Tensor.float()` and `Tensor.to(torch.float32)` leave a float64
-    tensor float64. Several official files cast to fp32 on purpose (RecGRELA's RoPE, Mamba's
-    `A_log.float()` and `selective_scan_ref`); our code casts at the same places. At float32, the
-    benchmark's dtype, the casts are no-ops on both sides; this lets the equivalence tests run
-    both codes entirely in float64 so that a relative error of 1e-9 can be asked of them."""
+    tensor float64, and `Tensor.to(torch.complex64)` of a float64 tensor gives complex128. Several
+    official files cast by name on purpose (RecGRELA's RoPE, Mamba's `A_log.float()` and
+    `selective_scan_ref`, the LRURec port's `x.to(torch.cfloat)`); our code casts at the same
+    places. At float32, the benchmark's dtype, the casts are the same on both sides; this lets the
+    equivalence tests run both codes entirely in float64 so that a relative error of 1e-9 can be
+    asked of them."""
     float_, to = torch.Tensor.float, torch.Tensor.to
 
     def keep_float(self, *args, **kwargs):
         return self if self.dtype == torch.float64 else float_(self, *args, **kwargs)
 
+    wider = {torch.float32: torch.float64, torch.complex64: torch.complex128}
+
     def keep_to(self, *args, **kwargs):
         if self.dtype == torch.float64:
-            args = tuple(torch.float64 if a is torch.float32 else a for a in args)
-            if kwargs.get("dtype") is torch.float32:
-                kwargs["dtype"] = torch.float64
+            args = tuple(wider.get(a, a) if isinstance(a, torch.dtype) else a for a in args)
+            if "dtype" in kwargs:
+                kwargs["dtype"] = wider.get(kwargs["dtype"], kwargs["dtype"])
         return to(self, *args, **kwargs)
 
     torch.Tensor.float, torch.Tensor.to = keep_float, keep_to

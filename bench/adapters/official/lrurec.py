@@ -8,13 +8,11 @@ takes the ids alone, hence `TwinHooks.user_vector`.
 """
 from __future__ import annotations
 
-import contextlib
-
 import torch
 
 from models.lrurec import complex_follows_real
 
-from . import Twin, rename
+from . import Twin, keep_float64, rename
 
 TWIN = Twin(name="lrurec", class_name="LRURec", source="model/LRURec.py", yaml="config/LRURec.yaml",
             layers_key="n_layers", heads_key=None, causal=True)
@@ -59,26 +57,6 @@ def to_ours(state: dict) -> dict:
     return rename(state, RENAMES)
 
 
-@contextlib.contextmanager
-def complex128_for_float64():
-    """Test scaffolding: inside, `Tensor.to(torch.cfloat)` of a float64 tensor gives complex128
-    (the port casts its LRU input to complex64 by name; a float64 twin holds complex128 weights)."""
-    to = torch.Tensor.to
-
-    def widen(self, *args, **kwargs):
-        if self.dtype == torch.float64:
-            args = tuple(torch.complex128 if a is torch.complex64 else a for a in args)
-            if kwargs.get("dtype") is torch.complex64:
-                kwargs["dtype"] = torch.complex128
-        return to(self, *args, **kwargs)
-
-    torch.Tensor.to = widen
-    try:
-        yield
-    finally:
-        torch.Tensor.to = to
-
-
 # max_len 6 (not a power of two): the port left-pads every row to 8 before its scan
 EQUIVALENCE = {"no_dropout": {"dropout_prob": 0.0}, "dims": {"max_len": 6},
-               "context": complex128_for_float64}
+               "context": keep_float64}
