@@ -43,7 +43,7 @@ def test_default_flip_at_short_L_is_a_different_model():
     assert official.twin_module("sigma").ours_config(twin.recbole_config)["flip_keep"] == 0
     ours, _ = rebuild_ours("sigma", twin, flip_keep=DEFAULT_FLIP_KEEP)
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], [8, 7, 5, 3])
-    with official.twin_module("sigma").float64_no_dropout(), torch.no_grad():
+    with official.float64_without_dropout(), torch.no_grad():
         user_error = relative_error(ours.user_vector(item_seq), twin.user_vector(item_seq))
     assert user_error > 1e3 * REL_TOL, f"user vector: {user_error:.3e}"
     what, error = worst_error("sigma", twin, ours, item_seq, target)

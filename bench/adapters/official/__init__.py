@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from models.base import SeqRecConfig, SequentialRecommender
 
@@ -254,6 +255,20 @@ def keep_float64():
         yield
     finally:
         torch.Tensor.float, torch.Tensor.to = float_, to
+
+
+@contextlib.contextmanager
+def float64_without_dropout():
+    """keep_float64, and `F.dropout` (so every nn.Dropout) the identity, in both codes: for the
+    official dropouts hard-coded without a config key (SIGMA's gate Dropout(0.2), EulerFormer's
+    phase-view Dropout(0.5)); every other dropout is switched off through the config."""
+    dropout = F.dropout
+    F.dropout = lambda input, p=0.5, training=True, inplace=False: input
+    try:
+        with keep_float64():
+            yield
+    finally:
+        F.dropout = dropout
 
 
 def _plain(value):

@@ -2,11 +2,9 @@
 with the paper's `config/EulerFormer.yaml`."""
 from __future__ import annotations
 
-import contextlib
 
-import torch.nn.functional as F
 
-from . import Twin, keep_float64, rename
+from . import Twin, float64_without_dropout, rename
 from .sasrec import RENAMES as SASREC_RENAMES
 
 TWIN = Twin(name="eulerformer", class_name="EulerFormer", source="model/EulerFormer.py",
@@ -45,20 +43,8 @@ def to_ours(state: dict) -> dict:
     return {k: (v.reshape(()) if k.endswith(_SCALARS) else v) for k, v in rename(state, RENAMES).items()}
 
 
-@contextlib.contextmanager
-def float64_without_dropout():
-    """keep_float64 (our Euler transform casts to fp32), and `F.dropout` the identity for both
-    codes: the official phase view's nn.Dropout(p=0.5) is hard-coded, no config key turns it off.
-    The contrastive term stays live: S[t, u] = sum_i w_i cos(Phi_t,i - Phi_u,i), InfoNCE of each
-    slot's phases against all L slots of its sequence (not a constant: it has gradients)."""
-    dropout = F.dropout
-    F.dropout = lambda input, p=0.5, training=True, inplace=False: input
-    try:
-        with keep_float64():
-            yield
-    finally:
-        F.dropout = dropout
-
-
+# float64_without_dropout: the official phase view's nn.Dropout(p=0.5) has no config key. The
+# contrastive term stays live: S[t, u] = sum_i w_i cos(Phi_t,i - Phi_u,i), InfoNCE of each slot's
+# phases against all L slots of its sequence (not a constant: it has gradients).
 EQUIVALENCE = {"no_dropout": {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0},
                "context": float64_without_dropout}

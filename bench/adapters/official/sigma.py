@@ -2,11 +2,9 @@
 `config/SIGMA.yaml`; Mamba is the peer block with `selective_scan_ref` (shims.install_mamba)."""
 from __future__ import annotations
 
-import contextlib
 
-import torch.nn as nn
 
-from . import Twin, keep_float64, rename
+from . import Twin, float64_without_dropout, rename
 from .mamba4rec import mamba_config
 
 TWIN = Twin(name="sigma", class_name="SIGMA", source="model/SIGMA.py",
@@ -44,25 +42,7 @@ def to_ours(state: dict) -> dict:
     return rename(state, RENAMES)
 
 
-@contextlib.contextmanager
-def no_dropout():
-    """Test scaffolding: inside, every nn.Dropout is the identity. The gates' Dropout(0.2) is
-    hard-coded in the official code (`selective_gate`), so no config key turns it off; the test sets
-    every other dropout to 0 through the config, so this removes exactly the gates' dropout, in
-    the official model and in ours (gate_dropout = 0.2 as official), and the test is deterministic."""
-    forward = nn.Dropout.forward
-    nn.Dropout.forward = lambda self, x: x
-    try:
-        yield
-    finally:
-        nn.Dropout.forward = forward
-
-
-@contextlib.contextmanager
-def float64_no_dropout():
-    """keep_float64 (the Mamba block's fp32 casts, see official/mamba4rec) and no_dropout."""
-    with keep_float64(), no_dropout():
-        yield
-
-
-EQUIVALENCE = {"no_dropout": {"dropout_prob": 0.0}, "context": float64_no_dropout}
+# float64_without_dropout: the gates' Dropout(0.2) is hard-coded in the official code
+# (`selective_gate`); every other dropout is 0 through the config, so this removes exactly the
+# gates' dropout, in the official model and in ours (gate_dropout = 0.2 as official).
+EQUIVALENCE = {"no_dropout": {"dropout_prob": 0.0}, "context": float64_without_dropout}
