@@ -71,6 +71,23 @@ def grads(module: torch.nn.Module) -> dict:
     return {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in module.named_parameters()}
 
 
+def paired_checks(ours, twin, to_ours, item_seq, target, context=contextlib.nullcontext) -> dict:
+    """{what: (ours, official)} for the user vector, the full scores, the CE loss and the gradient of
+    every parameter of ours that the mapped official gradients name: one forward/backward each."""
+    twin.zero_grad()
+    ours.zero_grad()
+    with context():
+        checks = {"user vector": (ours.user_vector(item_seq), twin.user_vector(item_seq)),
+                  "full scores": (ours.full_scores(item_seq), twin.full_scores(item_seq))}
+        loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
+        loss_ours.backward()
+        loss_twin.backward()
+    checks["CE loss"] = (loss_ours, loss_twin)
+    ours_grads, twin_grads = grads(ours), to_ours(grads(twin.official))
+    checks |= {f"grad {k}": (ours_grads[k], twin_grads[k]) for k in ours_grads if k in twin_grads}
+    return {what: (a.detach(), b.detach()) for what, (a, b) in checks.items()}
+
+
 @pytest.mark.parametrize("name", official.twin_names())
 def test_equivalent_to_official(name):
     _require_peers()
@@ -80,20 +97,11 @@ def test_equivalent_to_official(name):
     lengths = [1, dims["max_len"], 3, 5, 2, dims["max_len"] - 1]
     item_seq, target = batch(dims["n_items"], dims["max_len"], lengths)
     twin, ours = build_pair(name, dims)
-    with spec.get("context", contextlib.nullcontext)():
-        checks = {
-            "user vector": (ours.user_vector(item_seq), twin.user_vector(item_seq)),
-            "full scores": (ours.full_scores(item_seq), twin.full_scores(item_seq)),
-        }
-        loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
-        loss_ours.backward()
-        loss_twin.backward()
-    checks["CE loss"] = (loss_ours, loss_twin)
-    ours_grads = grads(ours)
-    twin_grads = module.to_ours(grads(twin.official))
-    assert set(ours_grads) == set(twin_grads), "gradient mapping covers a different parameter set"
-    checks |= {f"grad {k}": (ours_grads[k], twin_grads[k]) for k in ours_grads}
-    errors = {what: relative_error(a.detach(), b.detach()) for what, (a, b) in checks.items()}
+    checks = paired_checks(ours, twin, module.to_ours, item_seq, target,
+                           spec.get("context", contextlib.nullcontext))
+    assert set(grads(ours)) == set(module.to_ours(grads(twin.official))), \
+        "gradient mapping covers a different parameter set"
+    errors = {what: relative_error(a, b) for what, (a, b) in checks.items()}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= REL_TOL, f"{name}: {worst} differs by {errors[worst]:.3e} (relative)"
     assert ours.num_params() == twin.num_params()

@@ -15,7 +15,7 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
-    grads,
+    paired_checks,
     relative_error,
 )
 
@@ -37,18 +37,8 @@ def worst_error(name: str, twin, ours, item_seq, target, context=None) -> tuple[
     ours (its parameters that the mapped official gradients name), one forward/backward each."""
     module = official.twin_module(name)
     context = context or module.EQUIVALENCE.get("context", contextlib.nullcontext)
-    twin.zero_grad()
-    ours.zero_grad()
-    with context():
-        checks = {"user vector": (ours.user_vector(item_seq), twin.user_vector(item_seq)),
-                  "full scores": (ours.full_scores(item_seq), twin.full_scores(item_seq))}
-        loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
-        loss_ours.backward()
-        loss_twin.backward()
-    checks["CE loss"] = (loss_ours, loss_twin)
-    ours_grads, twin_grads = grads(ours), module.to_ours(grads(twin.official))
-    checks |= {f"grad {k}": (ours_grads[k], twin_grads[k]) for k in ours_grads if k in twin_grads}
-    errors = {what: relative_error(a.detach(), b.detach()) for what, (a, b) in checks.items()}
+    checks = paired_checks(ours, twin, module.to_ours, item_seq, target, context)
+    errors = {what: relative_error(a, b) for what, (a, b) in checks.items()}
     worst = max(errors, key=errors.get)
     return worst, errors[worst]
 

@@ -19,6 +19,7 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     grads,
+    paired_checks,
     relative_error,
 )
 
@@ -45,22 +46,14 @@ def test_default_sdpa_equals_recbole_masked_attention():
     twin, ours, adapter = sdpa_pair()
     assert not ours.materialise_mask  # no [B, 1, L, L] mask is built
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], LENGTHS)
-    checks = {"user vector": (ours.user_vector(item_seq), twin.user_vector(item_seq)),
-              "full scores": (ours.full_scores(item_seq), twin.full_scores(item_seq))}
-    loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
-    loss_ours.backward()
-    loss_twin.backward()
-    checks["CE loss"] = (loss_ours, loss_twin)
-    ours_grads, twin_grads = grads(ours), adapter.to_ours(grads(twin.official))
-    assert set(ours_grads) == set(twin_grads)
-    checks |= {f"grad {k}": (ours_grads[k], twin_grads[k]) for k in ours_grads}
+    checks = paired_checks(ours, twin, adapter.to_ours, item_seq, target)
+    assert set(grads(ours)) == set(adapter.to_ours(grads(twin.official)))
     # the key bias's gradient is a mathematical zero (softmax shift invariance): ~1e-21 of rounding
     # noise on both sides, summed in another order by the fused kernel, so compared as a zero
     zeros = {k for k, (_, theirs) in checks.items() if theirs.abs().max() < ZERO_SCALE}
     assert {k for k in zeros if "key.bias" not in k} == set()
     assert all(checks[k][0].abs().max() < ZERO_SCALE for k in zeros)
-    errors = {what: relative_error(a.detach(), b.detach()) for what, (a, b) in checks.items()
-              if what not in zeros}
+    errors = {what: relative_error(a, b) for what, (a, b) in checks.items() if what not in zeros}
     worst = max(errors, key=errors.get)
     assert errors[worst] <= REL_TOL, f"{worst} differs by {errors[worst]:.3e} (relative)"
 
