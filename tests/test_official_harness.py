@@ -58,3 +58,30 @@ def test_code_the_jit_trace_cannot_follow_keeps_its_other_measurements(one_threa
     assert row["status"] == "ok", row["reason"]
     assert row.get("fwd_flops_fvcore") is None and "bit_length" in row["fvcore_reason"]
     assert row["step_flops_flopcounter"] > 0 and row["tracked_peak_bytes"] > 0
+
+
+def test_ab_and_profile_take_official_specs(tmp_path, monkeypatch, capsys):
+    """Every command that reads a spec reads `official/NAME` (sweep: bench.grid; regress: its own test)."""
+    _require_peers()
+    from bench import ab, profile
+
+    out = tmp_path / "ab.csv"
+    assert ab.main(["recgrela", "official/recgrela", "--batch-size", "2", "--seq-len", "8", "--layers", "1",
+                    "--heads", "2", "--d-model", "8", "--n-items", "20", "--rounds", "1", "--warmup", "0",
+                    "--out", str(out)]) == 0
+    assert "official/recgrela" in out.read_text()
+    monkeypatch.setattr(profile, "tb_plugin_installed", lambda: False)
+    assert profile.main(["--model", "official/sasrec", "--workload", "infer", "--active", "1", "--seq-len", "8",
+                         "--batch-size", "2", "--layers", "1", "--heads", "1", "--d-model", "8",
+                         "--out", str(tmp_path / "p")]) == 0
+    assert (tmp_path / "p" / "top_ops_by_time.csv").exists()
+
+
+def test_regress_gates_an_official_twin(tmp_path, capsys):
+    _require_peers()
+    from bench import regress
+
+    baseline = tmp_path / "twins.json"
+    assert regress.main(["--update", "--models", "official/linrec", "--baseline", str(baseline)]) == 0
+    assert regress.main(["--models", "official/linrec", "--baseline", str(baseline), "--no-time"]) == 0
+    assert "official/linrec" in baseline.read_text()
