@@ -61,7 +61,7 @@ NUMERIC = GRID + (
     "step_flops_analytic", "scan_flops_analytic", "threads")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
-           "perf_env_json", "official_substitutions", "flops_analytic_reason")
+           "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
