@@ -82,6 +82,9 @@ class Twin:
     heads_key: str | None = None  # None: the official model has no heads (the grid's n_heads unused)
     causal: bool = False
     faithful_to: str = ""
+    # the file's own fallback for a missing causal_conv1d is broken (RecGRELA's crashes): give it the
+    # reference conv, its CUDA path's math (shims.patch_causal_conv1d)
+    reference_conv: bool = False
 
 
 class RecBoleConfig(dict):
@@ -160,7 +163,6 @@ def load_official(name: str) -> tuple[type, tuple[str, ...]]:
 
 def _load_official(name: str) -> tuple[type, tuple[str, ...]]:
     twin = twin_module(name).TWIN
-    subs = shims.install_timm()
     if twin.source.startswith("recbole:"):
         # importing RecBole's sequential_recommender package runs sine.py, which switches autograd
         # anomaly detection on for the whole process (a NaN check after every backward op): a
@@ -168,23 +170,24 @@ def _load_official(name: str) -> tuple[type, tuple[str, ...]]:
         anomaly = torch.is_anomaly_enabled()
         module = importlib.import_module(twin.source.split(":", 1)[1])
         torch.autograd.set_detect_anomaly(anomaly)
-    else:
-        root = peers_dir()
-        paper = str(root / "recgrela-paper")
-        if paper not in sys.path:
-            sys.path.insert(0, paper)  # `from model.layers...`, `from parallel_scan import ...`
-        text = (root / "recgrela-paper" / twin.source).read_text()
-        if "mamba_ssm" in text:
-            subs += shims.install_mamba(root / "mamba")
-        if "parallel_scan" in text:
-            subs += shims.install_parallel_scan()
-        module = importlib.import_module(twin.source[:-3].replace("/", "."))
-        if "causal_conv1d" in text and name == "recgrela":
-            subs += shims.patch_causal_conv1d(module)
-        elif "causal_conv1d" in text and getattr(module, "causal_conv1d_fn", None) is None:
-            subs.append(f"{name} causal_conv1d not installed: its own nn.Conv1d path")
-    if "timm" not in (twin.source if twin.source.startswith("recbole:") else text):
-        subs = [s for s in subs if not s.startswith("timm.")]
+        return getattr(module, twin.class_name), ()
+    root = peers_dir()
+    paper = str(root / "recgrela-paper")
+    if paper not in sys.path:
+        sys.path.insert(0, paper)  # `from model.layers...`, `from parallel_scan import ...`
+    text = (root / "recgrela-paper" / twin.source).read_text()
+    subs = []
+    if "timm" in text:
+        subs += shims.install_timm()
+    if "mamba_ssm" in text:
+        subs += shims.install_mamba(root / "mamba")
+    if "parallel_scan" in text:
+        subs += shims.install_parallel_scan()
+    module = importlib.import_module(twin.source[:-3].replace("/", "."))
+    if twin.reference_conv:
+        subs += shims.patch_causal_conv1d(module)
+    elif "causal_conv1d" in text and getattr(module, "causal_conv1d_fn", None) is None:
+        subs.append(f"{name} causal_conv1d not installed: its own nn.Conv1d path")
     return getattr(module, twin.class_name), tuple(subs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from . import Twin, keep_float64, rename
 
 TWIN = Twin(name="recgrela", class_name="RecGRELA", source="model/RecGRELA.py", yaml="config/RecGRELA.yaml",
-            layers_key="num_layers", heads_key="num_heads", causal=False)
+            layers_key="num_layers", heads_key="num_heads", causal=False, reference_conv=True)
 
 
 def ours_config(official: dict) -> dict:
