@@ -7,7 +7,8 @@ import torch
 
 import models
 from tests.test_official_equivalence import REL_TOL, _require_peers, batch, build_pair
-from tests.test_official_mamba4rec import rebuild_ours, worst_error
+from tests.test_official_equivalence import ours_holding
+from tests.test_official_mamba4rec import worst_error
 
 DIMS = {"n_items": 37, "max_len": 8, "d_model": 16, "n_layers": 2, "n_heads": 2}
 LENGTHS = [1, 8, 3, 5, 2, 7]
@@ -19,7 +20,7 @@ def test_unused_attention_block_is_only_parameters():
     vector, scores, loss and gradients; the official block's parameters never get a gradient."""
     _require_peers()
     twin, with_block = build_pair("echomamba4rec", DIMS)
-    ours, result = rebuild_ours("echomamba4rec", twin, strict=False, unused_attention_block=False)
+    ours, result = ours_holding("echomamba4rec", twin, strict=False, unused_attention_block=False)
     assert not result.missing_keys
     assert result.unexpected_keys and all(".unused_attention." in k for k in result.unexpected_keys)
     assert set(result.unexpected_keys) == {k for k in with_block.state_dict() if ".unused_attention." in k}

@@ -54,15 +54,22 @@ def batch(n_items: int, max_len: int, lengths: list[int], seed: int = 0):
     return torch.where(real, items, 0), target
 
 
+def ours_holding(name: str, twin, strict: bool = True, **overrides):
+    """Our model at `ours_config | overrides`, float64, train mode, holding the twin's weights
+    (mapped). Returns (ours, the load_state_dict result)."""
+    module = official.twin_module(name)
+    ours = models.build(name, **(module.ours_config(twin.recbole_config) | overrides)).double().train()
+    result = ours.load_state_dict(module.to_ours(twin.official.state_dict()), strict=strict)
+    return ours, result
+
+
 def build_pair(name: str, dims: dict, seed: int = 0):
     """(twin, ours) in float64, ours holding the twin's weights through the mapping."""
     module = official.twin_module(name)
     torch.manual_seed(seed)
     twin = models.build(f"official/{name}", **dims, **module.EQUIVALENCE.get("no_dropout", {}))
-    ours = models.build(name, **module.ours_config(twin.recbole_config))
     twin.double().train()
-    ours.double().train()
-    missing, unexpected = ours.load_state_dict(module.to_ours(twin.official.state_dict()), strict=False)
+    ours, (missing, unexpected) = ours_holding(name, twin, strict=False)
     assert not missing and not unexpected, f"mapping incomplete: missing {missing}, unexpected {unexpected}"
     return twin, ours
 

@@ -16,6 +16,7 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
+    ours_holding,
     grads,
     relative_error,
 )
@@ -25,14 +26,6 @@ DIMS = dict(n_items=37, max_len=6, d_model=16, n_layers=2, n_heads=2)
 
 def twin_module():
     return official.twin_module("lrurec")
-
-
-def variant(twin, **options):
-    """Our lrurec at the twin's config with `options` changed, holding the twin's weights (float64)."""
-    module = twin_module()
-    ours = models.build("lrurec", **module.ours_config(twin.recbole_config) | options).double().train()
-    ours.load_state_dict(module.to_ours(twin.official.state_dict()))
-    return ours
 
 
 def differences(twin, ours, item_seq, target) -> dict[str, float]:
@@ -65,7 +58,7 @@ def test_no_power_of_two_padding_nor_mask_same_outputs(max_len, scan):
     dims = DIMS | {"max_len": max_len}
     item_seq, target = batch(dims["n_items"], max_len, [1, max_len, 3, 4, 2, max_len - 1])
     twin, _ = build_pair("lrurec", dims)
-    assert_equal(differences(twin, variant(twin, scan=scan), item_seq, target))
+    assert_equal(differences(twin, ours_holding("lrurec", twin, scan=scan)[0], item_seq, target))
 
 
 def test_loss_is_last_slot_ce_in_both():

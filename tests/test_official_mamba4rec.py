@@ -15,21 +15,13 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
+    ours_holding,
     paired_checks,
     relative_error,
 )
 
 DIMS = {"n_items": 37, "max_len": 8, "d_model": 16, "n_layers": 2, "n_heads": 2}
 LENGTHS = [1, 8, 3, 5, 2, 7]
-
-
-def rebuild_ours(name: str, twin, strict: bool = True, **overrides):
-    """Our model at `ours_config | overrides`, float64, train mode, holding the twin's weights
-    (mapped). Returns (ours, the load_state_dict result)."""
-    module = official.twin_module(name)
-    ours = models.build(name, **(module.ours_config(twin.recbole_config) | overrides)).double().train()
-    result = ours.load_state_dict(module.to_ours(twin.official.state_dict()), strict=strict)
-    return ours, result
 
 
 def worst_error(name: str, twin, ours, item_seq, target, context=None) -> tuple[str, float]:
@@ -49,7 +41,7 @@ def test_other_scan_paths_equal_official(scan):
     oracle compute the same user vector, scores, loss and gradients as the official code."""
     _require_peers()
     twin, _ = build_pair("mamba4rec", DIMS)
-    ours, _ = rebuild_ours("mamba4rec", twin, scan=scan)
+    ours, _ = ours_holding("mamba4rec", twin, scan=scan)
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], LENGTHS)
     what, error = worst_error("mamba4rec", twin, ours, item_seq, target)
     assert error <= REL_TOL, f"scan={scan}: {what} differs by {error:.3e}"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-import models
 from bench.adapters import official
 from bench.adapters.official import shims
 from tests.test_official_equivalence import (
@@ -16,19 +15,12 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
+    ours_holding,
     grads,
     relative_error,
 )
 
 DIMS = dict(n_items=37, max_len=6, d_model=16, n_layers=2, n_heads=2)
-
-
-def variant(twin, **options):
-    """Our recblr at the twin's config with `options` changed, holding the twin's weights (float64)."""
-    module = official.twin_module("recblr")
-    ours = models.build("recblr", **module.ours_config(twin.recbole_config) | options).double().train()
-    ours.load_state_dict(module.to_ours(twin.official.state_dict()))
-    return ours
 
 
 def differences(twin, ours, item_seq, target, with_grads=True) -> dict[str, float]:
@@ -56,7 +48,7 @@ def test_same_outputs_options_equal_official(pow2_pad, scan):
     _require_peers()
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], [1, 6, 3, 5, 2, 5])
     twin, _ = build_pair("recblr", DIMS)
-    errors = differences(twin, variant(twin, pow2_pad=pow2_pad, scan=scan), item_seq, target)
+    errors = differences(twin, ours_holding("recblr", twin, pow2_pad=pow2_pad, scan=scan)[0], item_seq, target)
     worst = max(errors, key=errors.get)
     assert errors[worst] <= REL_TOL, f"{worst}: {errors[worst]:.3e}"
 
@@ -70,18 +62,18 @@ def test_no_padding_departs_only_through_the_pad_state():
     _require_peers()
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], [1, 6, 3, 5, 2, 5])
     twin, _ = build_pair("recblr", DIMS)
-    departed = differences(twin, variant(twin, pow2_pad="none"), item_seq, target, with_grads=False)
+    departed = differences(twin, ours_holding("recblr", twin, pow2_pad="none")[0], item_seq, target, with_grads=False)
     assert departed["user vector"] > 1e-6, departed
     with torch.no_grad():
         for layer in twin.official.recurrent_layers:
             layer.behavior_modeling.conv1d.bias.zero_()
-    errors = differences(twin, variant(twin, pow2_pad="none"), item_seq, target, with_grads=False)
+    errors = differences(twin, ours_holding("recblr", twin, pow2_pad="none")[0], item_seq, target, with_grads=False)
     assert max(errors.values()) <= REL_TOL, errors
 
     pow2 = DIMS | {"max_len": 8}
     item_seq, target = batch(pow2["n_items"], 8, [1, 8, 3, 5, 2, 7])
     twin, _ = build_pair("recblr", pow2)
-    errors = differences(twin, variant(twin, pow2_pad="none"), item_seq, target)
+    errors = differences(twin, ours_holding("recblr", twin, pow2_pad="none")[0], item_seq, target)
     assert max(errors.values()) <= REL_TOL, errors
 
 

@@ -13,7 +13,8 @@ from tests.test_official_equivalence import (
     build_pair,
     relative_error,
 )
-from tests.test_official_mamba4rec import rebuild_ours, worst_error
+from tests.test_official_equivalence import ours_holding
+from tests.test_official_mamba4rec import worst_error
 
 DIMS = {"n_items": 37, "max_len": 8, "d_model": 16, "n_layers": 2, "n_heads": 2}
 DEFAULT_FLIP_KEEP = SIGMAConfig.flip_keep
@@ -28,7 +29,7 @@ def test_flip_length_scales_with_L_and_equals_official_at_its_L_50():
     dims = DIMS | {"max_len": 50}
     twin, _ = build_pair("sigma", dims)
     assert official.twin_module("sigma").ours_config(twin.recbole_config)["flip_keep"] == DEFAULT_FLIP_KEEP
-    ours, _ = rebuild_ours("sigma", twin, flip_keep=DEFAULT_FLIP_KEEP)
+    ours, _ = ours_holding("sigma", twin, flip_keep=DEFAULT_FLIP_KEEP)
     item_seq, target = batch(dims["n_items"], 50, [1, 50, 44, 45, 46, 20])
     what, error = worst_error("sigma", twin, ours, item_seq, target)
     assert error <= REL_TOL, f"{what} differs by {error:.3e}"
@@ -41,7 +42,7 @@ def test_default_flip_at_short_L_is_a_different_model():
     _require_peers()
     twin, _ = build_pair("sigma", DIMS)
     assert official.twin_module("sigma").ours_config(twin.recbole_config)["flip_keep"] == 0
-    ours, _ = rebuild_ours("sigma", twin, flip_keep=DEFAULT_FLIP_KEEP)
+    ours, _ = ours_holding("sigma", twin, flip_keep=DEFAULT_FLIP_KEEP)
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], [8, 7, 5, 3])
     with official.float64_without_dropout(), torch.no_grad():
         user_error = relative_error(ours.user_vector(item_seq), twin.user_vector(item_seq))
