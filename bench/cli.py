@@ -13,7 +13,14 @@ import math
 import os
 import signal
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
+from pathlib import Path
+
+# The largest size flag any command takes: a tensor dimension (int32 indexing in CUDA kernels, and
+# far beyond what any machine allocates); a bigger number is a typo, refused before it overflows.
+MAX_INT = 2**31 - 1
 
 
 class UsageError(Exception):
@@ -32,16 +39,39 @@ def parser(prog: str, doc: str) -> OneLineParser:
                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
+def _int_at_least(text: str, low: int, what: str) -> int:
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or int(digits) < low:
+        raise argparse.ArgumentTypeError(f"expected a {what}, got {text!r}")
+    if int(digits) > MAX_INT:
+        raise argparse.ArgumentTypeError(f"{text} is larger than {MAX_INT}, the largest size any command takes")
+    return int(digits)
+
+
 def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
+    return _int_at_least(text, 1, "positive integer")
 
 
 def non_negative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return int(text)
+    return _int_at_least(text, 0, "non-negative integer")
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; os.cpu_count() where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads(text: str) -> int:
+    """`--threads`: 0 (torch's default) up to the CPUs this process may use; more would time the
+    scheduler's time slicing, not the model."""
+    value = non_negative_int(text)
+    if value > available_cpus():
+        raise argparse.ArgumentTypeError(f"{value} threads asked for but this machine lets the process use "
+                                         f"{available_cpus()} CPUs")
+    return value
 
 
 def non_negative_float(text: str) -> float:
@@ -71,6 +101,64 @@ def relative_tolerance(text: str) -> float:
     return value
 
 
+def _nearest_existing(path: Path) -> Path:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return probe
+
+
+def _check_writable_folder(folder: Path, flag: str, shown: Path) -> None:
+    """Create and remove a temporary folder in `folder`: the one test that also catches /proc,
+    read-only mounts and root's permission-free access() answers."""
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".write-probe-", dir=folder))
+    except OSError as err:
+        raise UsageError(f"{flag} {shown}: cannot write in {folder} ({err.strerror or err})") from None
+
+
+def _check_path_text(path, flag: str) -> Path:
+    text = os.fspath(path)
+    if not text or "\0" in text:
+        raise UsageError(f"{flag} {text!r} is not a usable path")
+    path = Path(text)
+    try:
+        name_max = os.pathconf(_nearest_existing(path.absolute()), "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    long = [part for part in path.parts if len(os.fsencode(part)) > name_max]
+    if long:
+        raise UsageError(f"{flag} {path}: the name {long[0][:40]!r}... is longer than {name_max} bytes")
+    return path
+
+
+def output_dir(path, flag: str = "--out") -> Path:
+    """Validate an output folder without creating it: it is a folder or does not exist yet, and the
+    folder it is (or its nearest existing parent) can be written. Raises UsageError (one line) for
+    a path that is a file, a parent that is a file, a place nothing can be written (/proc, a
+    read-only mount, no permission) or a name too long."""
+    path = _check_path_text(path, flag)
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {path} is a file, not a folder")
+    parent = _nearest_existing(path.absolute())
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: {parent} is a file, not a folder")
+    _check_writable_folder(parent, flag, path)
+    return path
+
+
+def output_file(path, flag: str = "--out") -> Path:
+    """Validate an output file path without creating anything: not a folder, and its folder can be
+    created and written (see `output_dir`). An existing file must be writable."""
+    path = _check_path_text(path, flag)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file path")
+    output_dir(path.parent if str(path.parent) else Path("."), flag)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {path} is not writable")
+    return path
+
+
 def clock(seconds: float) -> str:
     """Elapsed or remaining time for progress lines: H:MM:SS."""
     seconds = int(seconds)
@@ -88,12 +176,52 @@ def _terminate(signum, frame):
 
 
 def run(main: Callable[[], int]) -> None:
-    """`sys.exit(main())`, stopping quietly when stdout is a closed pipe (`... | head`). SIGTERM
-    (`kill`, a job scheduler) is turned into KeyboardInterrupt, so it takes the Ctrl-C path: a
-    running child is killed, finished rows are kept, and the command says so."""
+    """`sys.exit(main())` for `python -m bench.X`, so that no command ends in a traceback:
+    - a closed stdout pipe (`... | head`) stops quietly, exit 0;
+    - SIGTERM (`kill`, a job scheduler) becomes KeyboardInterrupt, so it takes the Ctrl-C path
+      (a running child is killed, finished rows are kept); an interrupt that reaches this level,
+      for example while figures are redrawn, is one line, exit 130;
+    - a UsageError the command did not catch is one line, exit 2; an OSError (disk
+      full, permission) is one line naming the file, exit 1;
+    - any other exception is one line naming it, exit 1; `SEQREC_TRACEBACK=1` shows the traceback.
+    """
+    prog = _prog(main)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         sys.exit(main())
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second TERM must not interrupt the exit
+        print(f"{prog}: interrupted; files written so far are complete", file=sys.stderr)
+        sys.exit(130)
+    except UsageError as err:
+        if os.environ.get("SEQREC_TRACEBACK"):
+            raise
+        sys.exit(report_usage_error(prog, _one_line(err)))
+    except OSError as err:
+        if os.environ.get("SEQREC_TRACEBACK"):
+            raise
+        where = f" {err.filename}" if err.filename else ""
+        print(f"{prog}: error:{where} {err.strerror or err}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as err:  # the last net: one line, never a traceback
+        if os.environ.get("SEQREC_TRACEBACK"):
+            raise
+        frame = traceback.extract_tb(err.__traceback__)[-1]
+        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "
+              f"(at {Path(frame.filename).name}:{frame.lineno}; SEQREC_TRACEBACK=1 shows the traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+
+
+def _prog(main: Callable) -> str:
+    if main.__module__ != "__main__":
+        return main.__module__
+    spec = getattr(sys.modules["__main__"], "__spec__", None)  # `python -m bench.X`
+    return spec.name if spec else os.path.basename(sys.argv[0])
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__

@@ -150,7 +150,7 @@ def _column(header: list[str], name: str, path: Path) -> int:
 def _read_inter(path: Path) -> dict:
     lines = _read_lines(path)
     header = None
-    for number, line in lines:
+    for _number, line in lines:
         if line.strip():
             header = line.split("\t")
             break
@@ -298,7 +298,7 @@ class Samples:
     def __len__(self) -> int:
         return self.user.numel()
 
-    def subset(self, index: torch.Tensor) -> "Samples":
+    def subset(self, index: torch.Tensor) -> Samples:
         return Samples(self.user[index], self.end[index])
 
 

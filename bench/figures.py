@@ -42,15 +42,25 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.transforms as mtransforms  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.transforms as mtransforms
+import numpy as np
+import pandas as pd
+from matplotlib.lines import Line2D
 
-from bench.analysis import loglog_slope, slopes  # noqa: E402
-from bench.plots import FAIL_STYLE, MEM_YLABEL, TIME_YLABEL, _colours, _fmt_num, _memory_column, _span_is_log, line_label, save_figure  # noqa: E402
-from bench.results import KEY_COLUMNS  # noqa: E402
+from bench.analysis import loglog_slope, slopes
+from bench.plots import (
+    FAIL_STYLE,
+    MEM_YLABEL,
+    TIME_YLABEL,
+    _colours,
+    _fmt_num,
+    _memory_column,
+    _span_is_log,
+    line_label,
+    save_figure,
+)
+from bench.results import KEY_COLUMNS
 
 DPI = 120
 GRID = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")
@@ -639,7 +649,7 @@ def fig9_rank(rank_csv: Path | None, out_dir: Path) -> Figure:
     png = out_dir / f"{figure.key}.png"
     try:
         plot_rank_figure(Path(rank_csv), png)  # writes atomically (bench.plots.save_figure)
-    except Exception as err:  # noqa: BLE001 - another module's failure is reported in the page, not raised
+    except Exception as err:
         figure.missing = f"bench.rank.plot_rank_figure failed on {rank_csv}: {type(err).__name__}: {err}"
         return figure
     finally:
@@ -1028,7 +1038,7 @@ def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: P
     for make in FIGURES:
         try:
             figure = make(results, metrics, colours, out_dir)
-        except Exception as err:  # noqa: BLE001 - the page shows the failure instead of losing the rest
+        except Exception as err:
             key = make.__name__
             figure = Figure(key, key, "", missing=f"drawing failed: {type(err).__name__}: {err}")
         finally:

@@ -156,7 +156,7 @@ class Point:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "Point":
+    def from_json(cls, text: str) -> Point:
         data = json.loads(text)
         data["overrides"] = tuple(tuple(pair) for pair in data["overrides"])
         return cls(**data)

@@ -43,7 +43,7 @@ def device_name(device: str, cuda_initialised: bool) -> str:
             name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
             pynvml.nvmlShutdown()
             return name.decode() if isinstance(name, bytes) else name
-        except Exception:  # noqa: BLE001 - a name is best effort; the device column still says cuda
+        except Exception:
             return "cuda (name unavailable)"
     return results.cpu_name()
 
@@ -122,7 +122,7 @@ def measure(point: Point, row: dict) -> None:
     if point.flops:
         try:
             count = fvcore_forward_flops(w.forward_module, w.inputs)
-        except Exception as err:  # noqa: BLE001 - the JIT trace cannot follow the code (the
+        except Exception as err:
             # official RecBLR calls int.bit_length on a size, a tensor while tracing): the cell
             # stays empty and says why; the other counters still run
             if is_oom(err):
@@ -178,7 +178,7 @@ def run(point: Point) -> dict:
     try:
         measure(point, row)
         row["status"], row["reason"] = "ok", ""
-    except Exception as err:  # noqa: BLE001 - every failure becomes a recorded row
+    except Exception as err:
         row["status"] = "oom" if is_oom(err) else "error"
         row["reason"] = one_line(err)
         if row["status"] == "error" and os.environ.get("BENCH_DEBUG"):

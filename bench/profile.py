@@ -43,7 +43,7 @@ from pathlib import Path
 import torch
 
 from bench import cli
-from bench.cli import UsageError, positive_int, non_negative_int
+from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import PRESETS, parse_model_spec
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -40,15 +40,15 @@ import torch
 from bench import cli
 from bench import data as seqdata
 from bench.cli import UsageError, non_negative_int, positive_int, relative_tolerance
-from bench.train import CheckpointError, load_checkpoint
 from bench.results import csv_text, read_csv, write_text_atomic
+from bench.train import CheckpointError, load_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RANK_COLUMNS = ["model", "model_spec", "checkpoint", "view", "user", "n_real", "rank", "max_rank", "tolerance",
                 "sigma_max", "rows", "d_model", "max_len", "dataset", "epoch", "singular_values", "features"]
 SUMMARY_COLUMNS = ["model", "model_spec", "checkpoint", "view", "users", "rank_mean", "rank_median", "rank_min",
-                   "rank_p10", "rank_p90", "rank_max", "max_rank_mean", "full_rank_share", "tolerance_rule", "d_model", "max_len", "dataset",
-                   "epoch"]
+                   "rank_p10", "rank_p90", "rank_max", "max_rank_mean", "full_rank_share", "tolerance_rule",
+                   "d_model", "max_len", "dataset", "epoch"]
 FLOAT32_EPS = torch.finfo(torch.float32).eps
 # display names of the paper's three Fig. 9 panels; any other spec is shown as written
 PAPER_NAMES = {"linrec": "LinRec", "recgrela:local_shortcut=false": "GRELA w/o Local Shortcut", "recgrela": "GRELA"}
@@ -150,8 +150,9 @@ def summarise(rows: list[dict], tolerance_rule: str) -> list[dict]:
 def plot_rank_figure(rank_csv_path, png_path) -> Path:
     """Fig. 9 from ranks.csv alone: per checkpoint, the single-sequence feature matrix (L x d) as a
     heatmap, panels side by side in CSV order, the rank (and the per-user spread) in each title."""
-    from bench.plots import save_figure  # imports matplotlib with the Agg backend first
     import matplotlib.pyplot as plt
+
+    from bench.plots import save_figure  # imports matplotlib with the Agg backend first
 
     rows = read_csv(rank_csv_path)
     panels = [row for row in rows if row["view"] == "single_sequence"]

@@ -359,7 +359,6 @@ def check(args, names: list[str], path: Path) -> int:
     env = data.get("environment", {})
     import torch
 
-    import models
 
     if env.get("torch_version") and env["torch_version"] != torch.__version__:
         print(f"note: baselines were made with torch {env['torch_version']}, this is {torch.__version__}; "

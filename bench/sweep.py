@@ -27,9 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-from bench import cli
+from bench import cli, results
 from bench.cli import UsageError, clock, non_negative_int, positive_int
-from bench import results
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_spec, parse_values
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -55,7 +55,7 @@ from bench import data as seqdata
 from bench.cli import UsageError, clock, non_negative_float, non_negative_int, positive_float, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.metrics import METRICS, ranking_metrics, target_ranks
-from bench.results import append_csv_row, csv_text, read_csv, write_text_atomic
+from bench.results import append_csv_row, read_csv, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CHECKPOINT_FORMAT = "seqrec-bench-checkpoint/1"
@@ -124,7 +124,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[models.Se
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one line for the user
+    except Exception as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:160]})") from None
     header = blob.get("header") if isinstance(blob, dict) else None

@@ -11,7 +11,7 @@ Registry names are the ones used everywhere: CLI, CSV rows and plots.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from .base import SeqRecConfig, SequentialRecommender
 from .echomamba4rec import EchoMamba4Rec

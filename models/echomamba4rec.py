@@ -23,8 +23,8 @@ Kept as in the official code (quirks):
   the official code does. So the backward Mamba reaches slot n_b - 1 after running over the
   padding slots L-1..n_b, and the filter mixes every slot, padding included. The padding row of
   the item table is RecBole's random vector (redrawn by `recbole_init` after padding_idx zeroed
-  it; padding_idx only blocks its lookup gradient), so the user vector depends on it and on L. The model is therefore non-causal (`causal = False`). No
-  target leaks under the suite's last-slot protocol, but an all-positions protocol would leak
+  it; padding_idx only blocks its lookup gradient), so the user vector depends on it and on L. The model is therefore
+  non-causal (`causal = False`). No target leaks under the suite's last-slot protocol, but an all-positions protocol would leak
   future items.
 - The pair LayerNorms use PyTorch's default eps 1e-5; the filter, GLU and embedding ones use
   1e-12.

@@ -51,8 +51,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .base import SeqRecConfig, SequentialRecommender
-from .layers import (CausalDepthwiseConv1d, DropPath, FeedForward, RotaryEmbedding, activation,
-                     attention_heads, gated, merge_heads, recbole_init, sinusoidal_positions)
+from .layers import (
+    CausalDepthwiseConv1d,
+    DropPath,
+    FeedForward,
+    RotaryEmbedding,
+    activation,
+    attention_heads,
+    gated,
+    merge_heads,
+    recbole_init,
+    sinusoidal_positions,
+)
 
 POSITIONS = ("rope", "ape", "lpe", "none")
 

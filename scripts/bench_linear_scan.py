@@ -28,9 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.measure.memory import tracked_peak  # noqa: E402
-from bench.measure.timing import measure_time, set_cpu_threads  # noqa: E402
-from models.ops.linear_scan import linear_scan, linear_scan_ref  # noqa: E402
+from bench.measure.memory import tracked_peak
+from bench.measure.timing import measure_time, set_cpu_threads
+from models.ops.linear_scan import linear_scan, linear_scan_ref
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64,
           "complex64": torch.complex64, "complex128": torch.complex128}

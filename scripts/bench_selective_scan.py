@@ -35,9 +35,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.measure.memory import tracked_peak  # noqa: E402
-from bench.measure.timing import measure_time, set_cpu_threads  # noqa: E402
-from models.ops.selective_scan import selective_scan, selective_scan_loop, selective_scan_ref  # noqa: E402
+from bench.measure.memory import tracked_peak
+from bench.measure.timing import measure_time, set_cpu_threads
+from models.ops.selective_scan import selective_scan, selective_scan_loop, selective_scan_ref
 
 
 def make_inputs(B: int, L: int, D_in: int, N: int, seed: int):

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from bench.measure.memory import tracked_peak
 import models.ops.linear_scan as linear_scan_mod
+from bench.measure.memory import tracked_peak
 from models.ops.linear_scan import linear_scan, linear_scan_ref
 
 REAL = {torch.float32: torch.float32, torch.float64: torch.float64,

@@ -6,8 +6,7 @@ import pytest
 import torch
 
 import models
-from tests.test_official_equivalence import REL_TOL, _require_peers, batch, build_pair
-from tests.test_official_equivalence import ours_holding
+from tests.test_official_equivalence import REL_TOL, _require_peers, batch, build_pair, ours_holding
 from tests.test_official_mamba4rec import worst_error
 
 DIMS = {"n_items": 37, "max_len": 8, "d_model": 16, "n_layers": 2, "n_heads": 2}

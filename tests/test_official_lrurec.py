@@ -16,8 +16,8 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
-    ours_holding,
     grads,
+    ours_holding,
     relative_error,
 )
 
@@ -113,8 +113,10 @@ def test_complex_projections_follow_the_real_dtype():
     _require_peers()
     ours = models.build("lrurec", **DIMS)
     twin = models.build("official/lrurec", **DIMS)
-    ours_weight = lambda: ours.blocks[0].lru.in_proj.weight.dtype
-    twin_weight = lambda: twin.official.encoder.lru_blocks[0].lru_layer.in_proj.weight.dtype
+    def ours_weight():
+        return ours.blocks[0].lru.in_proj.weight.dtype
+    def twin_weight():
+        return twin.official.encoder.lru_blocks[0].lru_layer.in_proj.weight.dtype
     assert ours_weight() == twin_weight() == torch.complex64
     ours.double(), twin.double()
     assert ours_weight() == twin_weight() == torch.complex128

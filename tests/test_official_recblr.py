@@ -15,8 +15,8 @@ from tests.test_official_equivalence import (
     _require_peers,
     batch,
     build_pair,
-    ours_holding,
     grads,
+    ours_holding,
     relative_error,
 )
 

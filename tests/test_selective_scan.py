@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.measure.memory import tracked_peak
 import models.ops.selective_scan as selective_scan_mod
+from bench.measure.memory import tracked_peak
 from models.ops.selective_scan import selective_scan, selective_scan_loop, selective_scan_ref
 
 NAMES = ("u", "delta", "A", "Bm", "C", "D")

@@ -8,7 +8,7 @@ what was asked for. Composite ops arrive here already decomposed: the fused CPU 
 from __future__ import annotations
 
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from torch.utils._python_dispatch import TorchDispatchMode
 

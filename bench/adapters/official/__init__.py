@@ -150,7 +150,7 @@ class OfficialUnavailable(ValueError):
     """A package the official code needs is not installed (one line for the CLI, exit 2)."""
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_official(name: str) -> tuple[type, tuple[str, ...]]:
     """(the official class, the substitutions made to import it); imports once per process.
     Raises PeersNotFound or OfficialUnavailable (both ValueError) with one line."""
@@ -337,7 +337,7 @@ class OfficialTwin(SequentialRecommender):
         return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def twin_class(name: str) -> type[OfficialTwin]:
     """The registry class of `official/<name>`: its config dataclass holds the five grid keys
     plus the YAML's model keys under their official names, with the paper's values."""

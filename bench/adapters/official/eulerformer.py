@@ -2,8 +2,6 @@
 with the paper's `config/EulerFormer.yaml`."""
 from __future__ import annotations
 
-
-
 from . import Twin, float64_without_dropout, rename
 from .sasrec import RENAMES as SASREC_RENAMES
 

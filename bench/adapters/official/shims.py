@@ -69,7 +69,7 @@ def _importable(name: str) -> bool:
     try:
         importlib.import_module(name)
         return True
-    except Exception:  # noqa: BLE001 - any failure to import means "use the stand-in"
+    except Exception:
         return False
 
 

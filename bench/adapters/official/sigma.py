@@ -2,8 +2,6 @@
 `config/SIGMA.yaml`; Mamba is the peer block with `selective_scan_ref` (shims.install_mamba)."""
 from __future__ import annotations
 
-
-
 from . import Twin, float64_without_dropout, rename
 from .mamba4rec import mamba_config
 
