@@ -67,6 +67,7 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
         "mem_limit_gib": point.mem_limit_gib, "time_limit_s": point.time_limit_s, "seed": point.seed,
+        "time_warmup": point.warmup, "time_repeats": point.repeats, "flops_counted": point.flops,
         "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
         "config_json": json.dumps(vars(config), sort_keys=True),
     }

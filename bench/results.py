@@ -45,10 +45,15 @@ COLUMNS = [
     # official twins (model official/NAME): imports replaced by stand-ins, e.g. Mamba's CUDA scan by
     # selective_scan_ref, so the time is not the official kernel's; empty for our own models
     "official_substitutions",
+    "flops_counted",  # true: the FLOP counters ran in the child; false: --no-flops (their cells empty)
 ]
 KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
                "d_model", "n_items", "device"]
 STATUSES = ("ok", "oom", "timeout", "error")
+# How a row was measured, beyond its key: rows that differ in any of these are not one series
+# (a resumed sweep refuses to mix them; figures never join them into one line).
+SETTINGS_COLUMNS = ["threads", "time_warmup", "time_repeats", "seed", "mem_limit_gib", "time_limit_s",
+                    "flops_counted", "dtype", "torch_version", "device_name", "perf_env_json"]
 
 
 # Environment variables that change what a step costs without changing the code: threading,
