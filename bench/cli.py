@@ -85,7 +85,10 @@ def non_negative_float(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    value = non_negative_float(text)
+    try:
+        value = non_negative_float(text)
+    except argparse.ArgumentTypeError:
+        value = 0.0
     if value == 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value

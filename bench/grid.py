@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 import models
@@ -78,6 +79,9 @@ class ModelSpec:
         return self.name if not self.overrides else f"{self.name}:{self.variant}"
 
 
+MAX_VALUE = 2**31 - 1  # the bound of every size flag (bench.cli.MAX_INT)
+
+
 def _format(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
@@ -100,9 +104,17 @@ def parse_model_spec(text: str) -> ModelSpec:
     overrides = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep or not key or not value:
             raise ValueError(f"bad model spec {text!r}: expected NAME[:key=value[:key=value]]")
-        overrides[key] = _parse_value(value)
+        if key in overrides:
+            raise ValueError(f"model spec {text!r} sets {key} twice")
+        parsed = _parse_value(value)
+        if isinstance(parsed, float) and not math.isfinite(parsed):
+            raise ValueError(f"model spec {text!r}: {key}={value} is not a finite number")
+        if isinstance(parsed, int) and not isinstance(parsed, bool) and abs(parsed) > MAX_VALUE:
+            raise ValueError(f"model spec {text!r}: {key}={value} is larger than {MAX_VALUE}")
+        overrides[key] = parsed
     grid_keys = {"n_items", "max_len", "d_model", "n_layers", "n_heads"}
     if grid_keys & set(overrides):
         raise ValueError(f"model spec {text!r} sets a grid dimension; use the sweep's flags for "
@@ -112,13 +124,39 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 
 def parse_values(text: str) -> tuple[int, ...]:
+    """`--values`: distinct positive integers separated by commas, in the order given. Raises
+    ValueError for an empty list, an empty item, a non-integer, a value above 2**31 - 1 or a
+    repeated value (it would measure one point twice)."""
+    if not text.strip():
+        raise ValueError("--values is empty; give positive integers separated by commas or leave it out for the preset's")
     values = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or int(item) <= 0:
+        if not (item.isascii() and item.isdigit()) or int(item) <= 0:
             raise ValueError(f"--values must be positive integers separated by commas, got {item!r}")
+        if int(item) > MAX_VALUE:
+            raise ValueError(f"--values: {item} is larger than {MAX_VALUE}, the largest size any command takes")
+        if int(item) in values:
+            raise ValueError(f"--values lists {int(item)} twice; each point is measured once")
         values.append(int(item))
     return tuple(values)
+
+
+def parse_model_specs(text: str) -> list[ModelSpec]:
+    """`--models`: a comma list of specs. Raises ValueError for an empty list, an empty item
+    (`a,,b`) or a spec given twice (after normalising: `sasrec:b=1:a=2` = `sasrec:a=2:b=1`)."""
+    items = text.split(",")
+    if not text.strip():
+        raise ValueError("--models names no model")
+    specs = []
+    for item in items:
+        if not item.strip():
+            raise ValueError(f"--models {text!r} has an empty name between commas")
+        spec = parse_model_spec(item)
+        if spec in specs:
+            raise ValueError(f"--models lists {spec.label} twice; each point is measured once")
+        specs.append(spec)
+    return specs
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,9 @@ and atomic row appends.
 One row per (model, variant, workload, grid point). A row is appended by rewriting the file to a
 temporary sibling and renaming it over the original (`os.replace`), so a sweep killed at any
 moment leaves either the old or the new file, never a torn line; `--resume` reads it back.
+Appends hold an OS file lock (`filelock`, on the sibling `.NAME.lock`, kept after use) around the
+read-modify-rename, so writers in several processes never lose or duplicate each other's rows;
+`remove_stale_temporaries` deletes what a writer killed mid-append left behind.
 A measurement that could not be made is an empty cell, and `status`/`reason` say why.
 """
 from __future__ import annotations
@@ -16,6 +19,8 @@ import platform
 import subprocess
 import tempfile
 from pathlib import Path
+
+from filelock import FileLock
 
 COLUMNS = [
     # what was measured
@@ -132,6 +137,24 @@ def publish(tmp: str | Path, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def lock_for(path: str | Path) -> FileLock:
+    """The inter-process lock of the file `path` (its sibling `.NAME.lock`; blocking by default)."""
+    path = Path(path)
+    return FileLock(path.with_name(f".{path.name}.lock"))
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files (`.NAME.*.tmp`, as `write_text_atomic` names them) that a writer
+    killed between creating and renaming its copy left in `folder`; call it only while no writer
+    can be running there (a sweep holds its folder's lock). Returns what was removed."""
+    removed = []
+    for stale in sorted(Path(folder).glob(".*.tmp")):
+        if stale.is_file():
+            stale.unlink(missing_ok=True)
+            removed.append(stale)
+    return removed
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write a whole file through a temporary sibling (fsync, then rename): readers see the old
     file or the new one, never a torn one; an interrupted write leaves no temporary behind."""
@@ -179,25 +202,28 @@ def append_csv_row(path: Path, columns: list[str], row: dict) -> None:
     """Append one row to a CSV file of `columns` atomically (the file rewritten through a
     temporary and renamed over the original), creating it with a header."""
     path = Path(path)
-    check_csv_columns(path, columns)
-    rows = read_csv(path) if path.exists() else []
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, csv_text(columns, rows + [row]))
+    with lock_for(path):
+        check_csv_columns(path, columns)
+        rows = read_csv(path) if path.exists() else []
+        write_text_atomic(path, csv_text(columns, rows + [row]))
 
 
 def append_row(path: Path, row: dict) -> None:
     """Append one row atomically (a rewritten copy renamed over the original). A file written by
     an older schema (a subset of today's columns, see `read_rows`) is rewritten under today's
-    header first, its old rows with empty cells for the new columns."""
+    header first, its old rows with empty cells for the new columns. Holds `lock_for(path)`, so
+    concurrent appenders in other processes each keep every row."""
     path = Path(path)
     line = _line(row)  # validates before anything is touched
-    if not path.exists():
-        old = header_line()
-    else:
-        old = path.read_text()
-        if not old.startswith(header_line()):
-            old = csv_text(COLUMNS, read_rows(path))  # read_rows refuses a foreign file
-    write_text_atomic(path, old + line)
+    with lock_for(path):
+        if not path.exists():
+            old = header_line()
+        else:
+            old = path.read_text()
+            if not old.startswith(header_line()):
+                old = csv_text(COLUMNS, read_rows(path))  # read_rows refuses a foreign file
+        write_text_atomic(path, old + line)
 
 
 def read_rows(path: Path) -> list[dict]:

@@ -8,12 +8,22 @@ end into a row:
 - any other exit without a row: `error`, with the last line of its stderr.
 On the CPU an address-space limit (`mem_limit_gib`) makes an over-large allocation fail inside the
 child (recorded as `oom`) before the kernel has to kill anything.
+
+A child never outlives the sweep: on Linux it asks the kernel for SIGKILL when its parent dies
+(`prctl(PR_SET_PDEATHSIG)`), so even a SIGKILLed sweep leaves no point running; Ctrl-C and SIGTERM
+kill its process group. Each point's scratch folder is named after the sweep's pid
+(`bench-point-<pid>-*` in the temporary directory); `remove_orphaned_point_dirs` deletes those of
+sweeps that are no longer alive.
 """
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
+import re
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,15 +36,57 @@ from bench.point import base_row
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-def _limit_address_space(gib: float | None):
-    if gib is None:
+POINT_DIR_PREFIX = "bench-point-"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    except OSError:
         return None
 
+
+_LIBC = _libc() if sys.platform.startswith("linux") else None
+
+
+def _child_setup(gib: float | None, parent_pid: int):
+    """What the child runs between fork and exec: die with the parent (Linux), then the
+    address-space limit. Async-signal-safe enough for preexec_fn: no allocation-heavy Python."""
+
     def apply():
-        limit = int(gib * 2**30)
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        if _LIBC is not None:
+            _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the parent died before the request took effect
+                os._exit(1)
+        if gib is not None:
+            limit = int(gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     return apply
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_orphaned_point_dirs(tmp_root: str | Path | None = None) -> list[Path]:
+    """Delete the `bench-point-<pid>-*` scratch folders whose sweep (pid) is no longer running
+    (left by a SIGKILLed sweep). Returns what was removed."""
+    root = Path(tmp_root or tempfile.gettempdir())
+    removed = []
+    for folder in root.glob(f"{POINT_DIR_PREFIX}*"):
+        match = re.match(rf"{POINT_DIR_PREFIX}(\d+)-", folder.name)
+        if match and folder.is_dir() and not _pid_alive(int(match.group(1))):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 def default_mem_limit_gib(device: str) -> float | None:
@@ -55,7 +107,7 @@ def _last_line(text: str) -> str:
 
 def run_isolated(point: Point) -> dict:
     """Measure `point` in a child process and return its row (never raises for the child's fate)."""
-    with tempfile.TemporaryDirectory(prefix="bench-point-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"{POINT_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, row_path, err_path = Path(tmp, "point.json"), Path(tmp, "row.json"), Path(tmp, "stderr")
         spec_path.write_text(point.to_json())
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
@@ -63,7 +115,7 @@ def run_isolated(point: Point) -> dict:
             child = subprocess.Popen(
                 [sys.executable, "-m", "bench.point", str(spec_path), str(row_path)],
                 stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO_ROOT, env=env,
-                start_new_session=True, preexec_fn=_limit_address_space(point.mem_limit_gib))
+                start_new_session=True, preexec_fn=_child_setup(point.mem_limit_gib, os.getpid()))
             try:
                 returncode = child.wait(timeout=point.time_limit_s)
                 timed_out = False

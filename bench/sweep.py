@@ -22,14 +22,17 @@ The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 from __future__ import annotations
 
 import argparse
+import csv
 import shlex
 import sys
 import time
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from bench import cli, results
-from bench.cli import UsageError, clock, non_negative_int, positive_int
-from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_spec, parse_values
+from bench.cli import UsageError, clock, non_negative_int, positive_float, positive_int
+from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_specs, parse_values
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,12 +55,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=positive_int)
     p.add_argument("--n-items", type=positive_int, help="catalogue size incl. padding (default 3417, ML-1M)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=non_negative_int, default=0,
+    p.add_argument("--threads", type=cli.threads, default=0,
                    help="CPU threads per point (0: torch's default); recorded in every row")
     p.add_argument("--warmup", type=non_negative_int)
     p.add_argument("--repeats", type=positive_int)
     p.add_argument("--time-limit", type=positive_int, help="seconds per point before it is a timeout")
-    p.add_argument("--mem-limit-gib", type=float,
+    p.add_argument("--mem-limit-gib", type=positive_float,
                    help="address-space limit per point on the CPU (default: 90%% of RAM)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP counters (faster)")
     p.add_argument("--out", help="output folder (default: reports/<axis>-<preset>)")
@@ -76,22 +79,33 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
+MIN_MEM_LIMIT_GIB = 1.0  # below this a child cannot even import torch (its libraries map ~0.6 GiB)
+# How each setting column is set on the command line, for the --resume refusal.
+SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeats": "--repeats",
+                 "seed": "the seed", "mem_limit_gib": "--mem-limit-gib", "time_limit_s": "--time-limit",
+                 "flops_counted": "FLOP counting (--no-flops)", "dtype": "the dtype", "torch_version": "torch",
+                 "device_name": "the device", "perf_env_json": "the performance environment variables"}
+
+
 def plan(args: argparse.Namespace):
     """Validate everything and build the grid; raises UsageError before anything is written."""
     device = resolve_device(args.device)
     preset = PRESETS[args.preset or ("paper" if device == "cuda" else "quick")]
     try:
-        specs = [parse_model_spec(text) for text in args.models.split(",") if text.strip()]
-        values = parse_values(args.values) if args.values else None
+        specs = parse_model_specs(args.models)
+        values = parse_values(args.values) if args.values is not None else None
     except ValueError as err:
         raise UsageError(str(err)) from None
-    if not specs:
-        raise UsageError("--models names no model")
     fixed = {column: value for column, value in (
         ("batch_size", args.batch_size), ("seq_len", args.seq_len), ("n_layers", args.layers),
         ("n_heads", args.heads), ("d_model", args.d_model), ("n_items", args.n_items)) if value}
-    if args.mem_limit_gib is not None and args.mem_limit_gib <= 0:
-        raise UsageError("--mem-limit-gib must be positive")
+    if AXES[args.axis] in fixed:
+        flag = {"batch_size": "--batch-size", "seq_len": "--seq-len", "n_layers": "--layers", "n_heads": "--heads",
+                "d_model": "--d-model"}[AXES[args.axis]]
+        raise UsageError(f"{flag} fixes the swept axis {args.axis}; give its values with --values")
+    if args.mem_limit_gib is not None and args.mem_limit_gib < MIN_MEM_LIMIT_GIB:
+        raise UsageError(f"--mem-limit-gib {args.mem_limit_gib:g} is below {MIN_MEM_LIMIT_GIB:g} GiB, "
+                         "where a point's process cannot even start")
     from bench.runner import default_mem_limit_gib
 
     request = GridRequest(
@@ -105,13 +119,54 @@ def plan(args: argparse.Namespace):
         points = build_grid(request)
     except ValueError as err:
         raise UsageError(str(err)) from None
-    out = Path(args.out) if args.out else REPO_ROOT / "reports" / f"{args.axis}-{preset.name}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    out = cli.output_dir(args.out if args.out is not None else REPO_ROOT / "reports" / f"{args.axis}-{preset.name}")
     csv_path = out / "results.csv"
-    if csv_path.exists() and not args.resume and not args.dry_run:
-        raise UsageError(f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder")
+    if csv_path.exists() and not args.dry_run:
+        if not args.resume:
+            raise UsageError(f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder")
+        try:
+            existing = results.read_rows(csv_path)
+        except UnicodeDecodeError:
+            raise UsageError(f"--resume: {csv_path} is not a results file (not UTF-8 text); use a new --out folder") from None
+        except (ValueError, csv.Error) as err:
+            raise UsageError(f"--resume: {' '.join(str(err).split())}") from None
+        check_resume_settings(existing, points, csv_path)
     return preset, points, out, csv_path
+
+
+def expected_settings(point) -> dict[str, str]:
+    """The SETTINGS_COLUMNS cells a row of `point` will carry, as the CSV spells them (computed in
+    this process, which the point's child inherits its environment from)."""
+    import json
+
+    import torch
+
+    from bench.point import device_name
+
+    values = {"threads": point.threads or torch.get_num_threads(), "time_warmup": point.warmup,
+              "time_repeats": point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
+              "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": "float32",
+              "torch_version": torch.__version__, "device_name": device_name(point.device, False),
+              "perf_env_json": json.dumps(results.perf_env(), sort_keys=True)}
+    return {column: "" if value is None else str(value) for column, value in values.items()}
+
+
+def check_resume_settings(rows: list[dict], points: list, csv_path: Path) -> None:
+    """Refuse (UsageError) to resume a results file whose rows were measured with other settings
+    (`results.SETTINGS_COLUMNS`: threads, warmup, repeats, seed, limits, FLOP counting, dtype,
+    torch, device, performance environment) than this command's: their rows would be drawn as one
+    line with the new ones, and points already present would never be re-measured with the new
+    settings. Empty cells (a file from before the column existed) are not compared."""
+    if not rows or not points:
+        return
+    expected = expected_settings(points[0])
+    for column in results.SETTINGS_COLUMNS:
+        found = sorted({row[column] for row in rows if row.get(column, "") != ""})
+        if found and found != [expected[column]]:
+            now = expected[column] or "none"
+            raise UsageError(
+                f"{csv_path}: its rows were measured with {SETTING_FLAGS[column]} = {', '.join(found)}, this command "
+                f"measures with {now}; resume with the same settings or use a new --out")
 
 
 def describe(point) -> str:
@@ -198,6 +253,34 @@ def main(argv: list[str] | None = None) -> int:
                   f"layers={point.n_layers} heads={point.n_heads} d={point.d_model}")
         return 0
     out.mkdir(parents=True, exist_ok=True)
+    folder_lock = FileLock(out / SWEEP_LOCK_NAME, timeout=0)
+    try:
+        folder_lock.acquire()
+    except Timeout:
+        print(f"bench.sweep: error: {out} is being written by another running sweep; wait for it to end "
+              "(then --resume) or use another --out", file=sys.stderr)
+        return 2
+    try:
+        return _run_locked(argv, args, preset, points, out, csv_path)
+    finally:
+        folder_lock.release()
+
+
+SWEEP_LOCK_NAME = ".sweep.lock"  # held by the one sweep writing a folder; kept after use
+
+
+def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
+    """The sweep proper, while this process holds the folder's lock: clean what a killed sweep
+    left, record the command, measure, redraw the figures."""
+    from bench.runner import remove_orphaned_point_dirs
+
+    if csv_path.exists() and not args.resume:  # another sweep finished here since `plan` looked
+        print(f"bench.sweep: error: {csv_path} already holds results; pass --resume to continue it or --out "
+              "for a new folder", file=sys.stderr)
+        return 2
+    stale = results.remove_stale_temporaries(out) + remove_orphaned_point_dirs()
+    if stale:
+        print(f"removed what a killed sweep left: {', '.join(p.name for p in stale)}", flush=True)
     with open(out / "command.txt", "a") as handle:  # a resumed run appends its own command
         handle.write(f"{results.utc_now()}  python -m bench.sweep {shlex.join(argv)}\n")
     print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
@@ -208,12 +291,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         if csv_path.exists():
-            from bench.plots import plot_results_csv
-
-            for path in plot_results_csv(csv_path):
-                print(f"wrote {path}")
+            _redraw(csv_path)
     return 0
 
+
+def _redraw(csv_path: Path) -> None:
+    from bench.plots import plot_results_csv
+
+    try:
+        drawn = plot_results_csv(csv_path)
+    except (UsageError, ValueError) as err:
+        print(f"figures not drawn: {' '.join(str(err).split())}", file=sys.stderr)
+        return
+    for path in drawn:
+        print(f"wrote {path}")
 
 if __name__ == "__main__":
     cli.run(main)
