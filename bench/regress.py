@@ -35,7 +35,8 @@ A measurement that fails (status error / oom) is a failure of that model.
 
 Exit codes: 0 pass (warnings may be printed), 1 regression (a table of what moved, by how much),
 2 error: a missing or corrupt baseline file, a registered model with no baseline (run --update),
-a baseline made for another grid, or bad input (one line on stderr).
+a baseline made for another grid, or bad input (one line on stderr). Every exit-2 check runs
+before anything is measured; `validate_baseline` holds the baseline file's schema.
 """
 from __future__ import annotations
 
@@ -65,12 +66,16 @@ TIME_FAIL, TIME_WARN = 3.0, 2.0
 
 
 def ratio_arg(text: str) -> float:
+    """`--time-fail` / `--time-warn`: a finite growth factor >= 1. Refused: nan, inf (and numbers
+    that overflow to it), zero, negatives and factors below 1 (a factor below 1 would fail a model
+    that did not get slower); `--no-time` is the way to stop judging time."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not value >= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a factor >= 1, got {text!r}")
+    if not (math.isfinite(value) and value >= 1.0):
+        raise argparse.ArgumentTypeError(f"expected a finite factor >= 1, got {text!r} "
+                                         "(--no-time stops judging time ratios)")
     return value
 
 
@@ -193,38 +198,190 @@ def environment() -> dict:
             "device_name": cpu_name(), "git_commit": git_commit(), "timestamp_utc": utc_now()}
 
 
-def load_baseline(path: Path) -> dict:
-    """The baseline file, validated; raises UsageError saying what is wrong with it."""
-    if not path.is_file():
-        raise UsageError(f"no baseline file {path}; create it with `python -m bench.regress --update`")
+# The schema of a baseline file (read by `validate_baseline` only). Every field of an entry is
+# required; null is allowed only where NULLABLE says why the gate itself writes one.
+TOP_LEVEL_FIELDS = ("format", "grid", "control", "environment", "models")
+ENTRY_FIELDS = {
+    "status": "the text 'ok'", "reason": "text",
+    **dict.fromkeys(EXACT, "an integer >= 0"),  # byte, FLOP and parameter counts
+    "time_ratio": "a finite number > 0",
+    "time_median_ms": "a finite number >= 0", "control_median_ms": "a finite number >= 0",
+}
+ANALYTIC = ("fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic")
+NULLABLE = {
+    "fwd_flops_fvcore": "fvcore cannot trace some code (the official RecBLR); the point is measured without it",
+    **dict.fromkeys(ANALYTIC, "a namespaced model (official/NAME) has no analytic formula; all three are null together"),
+}
+MAX_BASELINE_BYTES = 16 * 2**20  # the committed file of every model is about 10 KiB
+
+
+class CorruptBaseline(ValueError):
+    """What is wrong with a baseline's content, naming the model, workload and field."""
+
+
+class _JsonObject(dict):
+    """A JSON object that remembers the keys its text gave more than once (json keeps the last)."""
+
+    duplicates: tuple = ()
+
+
+def _json_object(pairs: list) -> _JsonObject:
+    obj = _JsonObject(pairs)
+    keys = [key for key, _ in pairs]
+    obj.duplicates = tuple(sorted({key for key in keys if keys.count(key) > 1}))
+    return obj
+
+
+def _json_kind(value) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return {dict: "object", list: "array", str: "string", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def _shown(value) -> str:
+    return "null" if value is None else repr(value) if isinstance(value, str) else str(value)
+
+
+def _object(value, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise CorruptBaseline(f"{where} is a JSON {_json_kind(value)}, not an object")
+    for key in getattr(value, "duplicates", ()):
+        raise CorruptBaseline(f"{key!r} appears twice in {where}")
+    return value
+
+
+def _field_problem(name: str, field: str, value) -> str | None:
+    """Why `value` cannot be `field` of model `name`'s entry (None: it can)."""
+    if value is None:
+        if field in ANALYTIC and "/" in name:
+            return None  # checked together below
+        if field in NULLABLE and field not in ANALYTIC:
+            return None
+        why = f"{name} has an analytic formula (only official/NAME twins have none)" if field in ANALYTIC else \
+            "the gate always measures it"
+        return f"is null, but {why}"
+    if field == "status":
+        return None if value == "ok" else f"is {_shown(value)}, not 'ok' (a baseline holds successful points only)"
+    if field == "reason":
+        return None if isinstance(value, str) else f"is {_shown(value)}, not text"
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if field in EXACT:
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            return f"is {_shown(value)}, not an integer"
+        return None if value >= 0 else f"is {value}, not an integer >= 0"
+    if not (number and math.isfinite(value)):
+        return f"is {_shown(value)}, not a finite number"
+    if field == "time_ratio":
+        return None if value > 0 else f"is {value}, not a number > 0"
+    return None if value >= 0 else f"is {value}, not a number >= 0"
+
+
+def validate_baseline(data) -> None:
+    """Raise CorruptBaseline (its text names the model, workload and field) unless `data` (parsed
+    with duplicate keys remembered, as `load_baseline` does) is a baseline this gate could have
+    written:
+    - the top level is an object with exactly TOP_LEVEL_FIELDS and `format` == FORMAT; `grid`,
+      `control`, `environment` (text values) and `models` are objects (whether grid and control are
+      this code's is `same_grid`'s question, not a corruption);
+    - each model's entry is an object with exactly one object per workload of GRID, each holding
+      exactly ENTRY_FIELDS: status 'ok'; every gated count (EXACT) an integer >= 0 (a bool, a float,
+      a string or a negative count is corrupt, not a regression); time_ratio finite and > 0; null
+      only where NULLABLE says the gate writes it: fwd_flops_fvcore for any model, the three analytic
+      counts together for a namespaced model (official/NAME), never for one of ours;
+    - no object gives a key twice (json would keep the last silently).
+    An unknown field is corrupt, not ignored: this module is the format's only writer and v1 names
+    every field, so an unknown one is a typo or a hand edit (`tracked_peak_byte`) beside a field the
+    gate would then not check as intended, or a newer gate's quantity this one cannot judge.
+    """
+    top = _object(data, "the top level")
+    if top.get("format") != FORMAT:
+        raise CorruptBaseline(f"not a baseline file (expected format {FORMAT!r})")
+    for key in top:
+        if key not in TOP_LEVEL_FIELDS:
+            raise CorruptBaseline(f"unknown top-level field {key!r} (a baseline has {', '.join(TOP_LEVEL_FIELDS)})")
+    for key in TOP_LEVEL_FIELDS:
+        if key not in top:
+            raise CorruptBaseline(f"the top-level field {key!r} is missing")
+        if key != "format":
+            _object(top[key], f"{key!r}")
+    for key, value in top["environment"].items():
+        if not isinstance(value, str):
+            raise CorruptBaseline(f"environment {key!r} is {_shown(value)}, not text")
+    for name, workloads in top["models"].items():
+        _object(workloads, f"model {name!r}")
+        for workload in workloads:
+            if workload not in GRID["workloads"]:
+                raise CorruptBaseline(f"model {name!r}: unknown workload {workload!r} (expected {', '.join(GRID['workloads'])})")
+        for workload in GRID["workloads"]:
+            if workload not in workloads:
+                raise CorruptBaseline(f"model {name!r} has no {workload} entry")
+            where = f"{name} {workload}"
+            entry = _object(workloads[workload], where)
+            for field in entry:
+                if field not in ENTRY_FIELDS:
+                    raise CorruptBaseline(f"{where}: unknown field {field!r}")
+            for field, expected in ENTRY_FIELDS.items():
+                if field not in entry:
+                    raise CorruptBaseline(f"{where}: {field} is missing (expected {expected})")
+                problem = _field_problem(name, field, entry[field])
+                if problem:
+                    raise CorruptBaseline(f"{where}: {field} {problem}")
+            nulls = [entry[field] is None for field in ANALYTIC]
+            if any(nulls) and not all(nulls):
+                raise CorruptBaseline(f"{where}: the analytic counts {', '.join(ANALYTIC)} are null together "
+                                      f"(no formula) or integers together, got "
+                                      + ", ".join(f"{f}={_shown(entry[f])}" for f in ANALYTIC))
+
+
+def parse_baseline(raw: bytes) -> dict:
+    """The baseline's JSON, validated; raises CorruptBaseline saying what is wrong."""
     try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UsageError(f"corrupt baseline {path}: {' '.join(str(err).split())}; "
-                         "rewrite it with `python -m bench.regress --update`") from None
-    problem = _validate(data)
-    if problem:
-        raise UsageError(f"corrupt baseline {path}: {problem}; rewrite it with `python -m bench.regress --update`")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise CorruptBaseline(f"not UTF-8 text (a binary file?): byte {err.start} is {raw[err.start:err.start + 1]!r}") from None
+    if not text.strip():
+        raise CorruptBaseline("the file is empty")
+    try:
+        data = json.loads(text, object_pairs_hook=_json_object)
+    except json.JSONDecodeError as err:
+        raise CorruptBaseline(f"not valid JSON ({err.msg} at line {err.lineno} column {err.colno})") from None
+    except RecursionError:
+        raise CorruptBaseline("not a baseline: its JSON is nested too deeply to read") from None
+    except ValueError as err:  # an integer of more digits than Python converts
+        raise CorruptBaseline(f"not a readable baseline ({' '.join(str(err).split(';')[0].split())})") from None
+    validate_baseline(data)
     return data
 
 
-def _validate(data) -> str | None:
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        return f"not a baseline file (expected format {FORMAT!r})"
-    if not isinstance(data.get("grid"), dict) or not isinstance(data.get("models"), dict):
-        return "missing 'grid' or 'models'"
-    for name, workloads in data["models"].items():
-        if not isinstance(workloads, dict):
-            return f"model {name!r} is not a mapping of workloads"
-        for workload in GRID["workloads"]:
-            entry = workloads.get(workload)
-            if not isinstance(entry, dict) or entry.get("status") != "ok":
-                return f"model {name!r} has no successful {workload} baseline"
-            for column in EXACT:
-                if not isinstance(entry.get(column), (int, type(None))) or isinstance(entry.get(column), bool):
-                    return f"{name} {workload}: {column} is not an integer"
-            if not isinstance(entry.get("time_ratio"), (int, float)) or not entry["time_ratio"] > 0:
-                return f"{name} {workload}: time_ratio is not a positive number"
+def load_baseline(path: Path) -> dict:
+    """The baseline file, validated (`parse_baseline`); raises UsageError saying what is wrong with
+    it: no such file, not a regular file, unreadable, too large, not UTF-8, empty, invalid JSON or
+    content `validate_baseline` refuses."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise UsageError(f"no baseline file {path} ({what}); create it with `python -m bench.regress --update`")
+    try:
+        size = path.stat().st_size
+        if size > MAX_BASELINE_BYTES:
+            raise CorruptBaseline(f"{size:,} bytes; a baseline is a few KiB")
+        return parse_baseline(path.read_bytes())
+    except OSError as err:
+        raise UsageError(f"cannot read baseline {path}: {err.strerror or err}") from None
+    except CorruptBaseline as err:
+        raise UsageError(f"corrupt baseline {path}: {err}; rewrite it with `python -m bench.regress --update`") from None
+
+
+def same_grid(data: dict, path: Path) -> str | None:
+    """Why the baselines in `data` cannot be compared with this code's measurements (made for
+    another grid or another control workload), or None."""
+    if data["grid"] != GRID:
+        return f"baseline {path} was made for another grid ({data['grid']}); this code measures {GRID}"
+    if data["control"] != CONTROL:
+        return (f"baseline {path} was made against another control workload ({data['control']}); this code "
+                f"times {CONTROL}")
     return None
 
 
@@ -331,34 +488,111 @@ def _resolve(name: str) -> None:
 
 
 def selected_models(text: str | None) -> list[str]:
-    """Our registered models by default; --models may add namespaced ones (official twins)."""
+    """`--models`: our registered models by default (None); otherwise a comma list of names, which
+    may add namespaced ones (official twins). Refused (UsageError): an empty list, an empty name
+    between commas, a spec with options (`linrec:n_heads=1`: the gate measures each model's default
+    config on its fixed grid, and a baseline is keyed by name), a name given twice (it would be
+    measured twice) and a name that does not resolve (unknown, or official code not found)."""
     import models
 
-    if not text:
+    if text is None:
         return models.available()
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UsageError(f"no model given; registered: {', '.join(models.available())} (and official/NAME)")
-    for name in names:
+    if not text.strip():
+        raise UsageError(f"--models names no model; registered: {', '.join(models.available())} (and official/NAME)")
+    names = []
+    for item in text.split(","):
+        name = item.strip()
+        if not name:
+            raise UsageError(f"--models {text!r} has an empty name between commas")
+        if ":" in name:
+            raise UsageError(f"--models takes model names, not specs with options ({name!r}): the gate measures "
+                             "each model's default config on its fixed grid")
+        if name in names:
+            raise UsageError(f"--models lists {name} twice; each model is measured once")
         try:
             _resolve(name)
         except ValueError as err:
             raise UsageError(str(err)) from None
+        names.append(name)
     return names
+
+
+def baseline_path(text: str, for_update: bool) -> Path:
+    """`--baseline`, checked before anything is measured. For `--update` it is a file path that can
+    be written (`cli.output_file`: not a folder, no parent that is a file, not under /proc or
+    another place nothing can be written, no over-long name); for a check it must be an existing
+    file. Either way an existing path must be a regular file: a device such as /dev/null would be
+    read forever or replaced by the new baselines."""
+    if for_update:
+        path = cli.output_file(text, "--baseline")
+    else:
+        path = Path(text)
+        if not text or "\0" in text:
+            raise UsageError(f"--baseline {text!r} is not a usable path")
+    try:
+        exists, is_dir, is_file = path.exists(), path.is_dir(), path.is_file()
+    except OSError as err:  # a name longer than the file system takes
+        raise UsageError(f"--baseline {path}: {err.strerror or err}") from None
+    if is_dir:
+        raise UsageError(f"--baseline {path} is a folder, not a file")
+    if exists and not is_file:
+        raise UsageError(f"--baseline {path} is not a regular file")
+    if not exists and not for_update:
+        parent = path.absolute().parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise UsageError(f"--baseline {path}: {parent} is a file, not a folder")
+        raise UsageError(f"no baseline file {path}; create it with `python -m bench.regress --update`")
+    return path
+
+
+def previous_baselines(path: Path, keep_others: bool) -> dict:
+    """The models of the baseline file `--update` will replace ({} where there is none), read
+    before anything is measured. Refused (UsageError): a non-empty file that does not name the
+    baseline format (not a baseline: overwriting it would lose it) and, when the update keeps the
+    other models (`--models`), a corrupt file or one made for another grid or control workload (the
+    merged file would mix grids). Without `--models` a corrupt or other-grid baseline is replaced,
+    with a note: that is how one is repaired."""
+    if not path.exists():
+        return {}
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_BASELINE_BYTES + 1)
+    except OSError as err:
+        raise UsageError(f"cannot read the baseline {path} that --update would replace: {err.strerror or err}") from None
+    if raw.strip() and FORMAT.encode() not in raw:
+        raise UsageError(f"--baseline {path} is not a regression baseline (it never names the format {FORMAT!r}); "
+                         "refusing to overwrite it: give another path or delete it")
+    try:
+        data = load_baseline(path)
+    except UsageError as err:
+        if keep_others:
+            raise UsageError(f"{err}; --update --models would keep the other models from it: run "
+                             "--update without --models") from None
+        print(f"note: replacing an unreadable baseline ({err})")
+        return {}
+    other = same_grid(data, path)
+    if other and keep_others:
+        raise UsageError(f"{other}; --update --models would merge points of two grids into one file: run "
+                         "--update without --models")
+    if other:
+        print(f"note: replacing baselines that no measurement of this code can be compared with ({other})")
+        return {}
+    return data["models"]
 
 
 def check(args, names: list[str], path: Path) -> int:
     data = load_baseline(path)
-    if data["grid"] != GRID:
-        raise UsageError(f"baseline {path} was made for another grid ({data['grid']}); this code measures "
-                         f"{GRID}; run `python -m bench.regress --update`")
+    other = same_grid(data, path)
+    if other:
+        raise UsageError(f"{other}; run `python -m bench.regress --update`")
     absent = [n for n in names if n not in data["models"]]
     if absent:
         raise UsageError(f"no baseline for registered model(s) {', '.join(absent)} in {path}; run "
                          f"`python -m bench.regress --update --models {','.join(absent)}`")
-    env = data.get("environment", {})
+    env = data["environment"]
     import torch
-
 
     if env.get("torch_version") and env["torch_version"] != torch.__version__:
         print(f"note: baselines were made with torch {env['torch_version']}, this is {torch.__version__}; "
@@ -383,15 +617,7 @@ def check(args, names: list[str], path: Path) -> int:
 
 
 def update(args, names: list[str], path: Path) -> int:
-    old = {}
-    if path.exists():
-        try:
-            old = load_baseline(path)["models"]
-        except UsageError as err:
-            if args.models:
-                raise UsageError(f"{err}; --update --models would keep the other models from it: run "
-                                 "--update without --models") from None
-            print(f"note: replacing an unreadable baseline ({err})")
+    old = previous_baselines(path, keep_others=args.models is not None)
     measured = measure_grid(names, log=lambda line: print(line, flush=True))
     broken = {f"{n} {w}: {e['status']}: {e['reason']}" for n, ws in measured.items() for w, e in ws.items()
               if e["status"] != "ok"}
@@ -399,7 +625,7 @@ def update(args, names: list[str], path: Path) -> int:
         print("bench.regress: not updated, some points failed to measure:\n  " + "\n  ".join(sorted(broken)),
               file=sys.stderr)
         return 1
-    merged = dict(old) if args.models else {}
+    merged = dict(old) if args.models is not None else {}
     merged.update(measured)
     changes = compare(old, measured, args.time_fail, args.time_warn, check_time=True)
     added = sorted(set(measured) - set(old))
@@ -425,13 +651,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_warn > args.time_fail:
             raise UsageError("--time-warn must not exceed --time-fail")
         names = selected_models(args.models)
-        path = Path(args.baseline)
-        if path.exists() and not path.is_file():
-            raise UsageError(f"--baseline {path} is a folder, not a file")
+        path = baseline_path(args.baseline, for_update=args.update)
         return update(args, names, path) if args.update else check(args, names, path)
     except UsageError as err:
-        print(f"bench.regress: error: {err}", file=sys.stderr)
-        return 2
+        return cli.report_usage_error("bench.regress", err)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def test_registered_model_without_a_baseline_is_an_error(linrec_baseline, capsys
     ("{not json", "corrupt baseline"),
     (json.dumps({"format": "something else"}), "corrupt baseline"),
     ("TRUNCATE", "corrupt baseline"),
-    ("STRING_BYTES", "tracked_peak_bytes is not an integer"),
+    ("STRING_BYTES", "tracked_peak_bytes is '375040', not an integer"),
     ("OTHER_GRID", "another grid"),
 ])
 def test_missing_or_corrupt_baseline_is_an_error(content, message, linrec_baseline, tmp_path, capsys):
