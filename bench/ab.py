@@ -13,9 +13,12 @@ so drift and allocator warm-up hit both alike. Reported: each side's median step
 median of the per-round ratios B / A with its p10-p90 spread and how many rounds B was slower,
 and each side's exact tracked peak memory (MemTracker) of one step. With `--out`, one CSV row per
 run is appended atomically (the file is created with a header).
+Bad input (a spec or shape a model refuses, an `--out` that cannot take the row) is one line on
+stderr, exit code 2, before anything is built or measured, and nothing written.
 """
 from __future__ import annotations
 
+import csv
 import statistics
 import sys
 import time
@@ -24,13 +27,14 @@ from pathlib import Path
 
 import torch
 
+import models
 from bench import cli
 from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import _percentile, set_cpu_threads
 from bench.point import device_name
-from bench.results import append_csv_row, check_csv_columns
+from bench.results import append_csv_row
 from bench.workload import build_workload
 
 
@@ -120,23 +124,71 @@ def parser() -> cli.OneLineParser:
     p.add_argument("--heads", type=positive_int, default=2)
     p.add_argument("--d-model", type=positive_int, default=64)
     p.add_argument("--n-items", type=positive_int, default=3417)
-    p.add_argument("--threads", type=positive_int, default=1, help="CPU intra-op threads (default 1)")
+    p.add_argument("--threads", type=cli.threads, default=1,
+                   help="CPU intra-op threads (default 1; 0: torch's default; at most the CPUs this process may use)")
     p.add_argument("--rounds", type=positive_int, default=10, help="timed rounds, each runs A and B once")
     p.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps of each side first")
     p.add_argument("--out", help="CSV file to append the result row to")
     return p
 
 
+def shape_config(args) -> dict:
+    """The model config keys the shape flags set (the spec's own options come on top)."""
+    return dict(n_items=args.n_items, max_len=args.seq_len, d_model=args.d_model, n_layers=args.layers,
+                n_heads=args.heads)
+
+
+def check_specs(texts: list[str], shape: dict) -> list[ModelSpec]:
+    """Both specs parsed and each one's config (the shape plus its options) validated by the model,
+    before anything is built: refused (UsageError) are unknown models, keys and values, options
+    that set a grid dimension, and shapes a model does not take (heads that do not divide d,
+    `--n-items 1`, an odd d where a model pairs channels, ...)."""
+    specs = []
+    for side, text in zip("AB", texts):
+        try:
+            spec = parse_model_spec(text)
+            models.make_config(spec.name, **dict(shape, **dict(spec.overrides)))
+        except ValueError as err:
+            raise UsageError(f"model {side} {text!r}: {' '.join(str(err).split())}") from None
+        specs.append(spec)
+    return specs
+
+
+def check_out_csv(text: str) -> Path:
+    """`--out`: a CSV file this run can append its row to, checked before measuring. Refused
+    (UsageError): a path `cli.output_file` refuses (a folder, a parent that is a file, /proc or
+    another unwritable place, an over-long name), something that is not a regular file (/dev/null),
+    and an existing file that is not one of this command's CSVs: empty, not UTF-8 text, or another
+    header than AB_COLUMNS (appending would mix tables)."""
+    out = cli.output_file(text, "--out")
+    if not out.exists():
+        return out
+    if not out.is_file():
+        raise UsageError(f"--out {out} is not a regular file; give a CSV file path")
+    try:
+        with open(out, encoding="utf-8", newline="") as handle:
+            header = next(csv.reader(handle), None)
+    except UnicodeDecodeError:
+        raise UsageError(f"--out {out} is not UTF-8 text (a binary file?); give a new file or an earlier "
+                         "bench.ab CSV") from None
+    except csv.Error as err:
+        raise UsageError(f"--out {out} is not a CSV file ({err}); give a new file or an earlier bench.ab CSV") from None
+    except OSError as err:
+        raise UsageError(f"--out {out}: cannot read it ({err.strerror or err})") from None
+    if header is None:
+        raise UsageError(f"--out {out} is empty, without the header of a bench.ab CSV; delete it or give a new file")
+    if header != AB_COLUMNS:
+        raise UsageError(f"--out {out} has other columns than bench.ab writes ({', '.join(header[:4])}"
+                         f"{', ...' if len(header) > 4 else ''}); give a new file or an earlier bench.ab CSV")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
-        specs = [parse_model_spec(text) for text in (args.model_a, args.model_b)]
-        out = Path(args.out) if args.out else None
-        if out is not None and out.is_dir():
-            raise UsageError(f"--out {out} is a folder; give a CSV file path")
-        if out is not None:
-            check_csv_columns(out, AB_COLUMNS)  # before the measurement, not after it
-    except (UsageError, ValueError) as err:
+        specs = check_specs([args.model_a, args.model_b], shape_config(args))
+        out = check_out_csv(args.out) if args.out is not None else None
+    except UsageError as err:
         return cli.report_usage_error("bench.ab", err)
     result = compare(*specs, workload=args.workload, batch_size=args.batch_size, seq_len=args.seq_len,
                      n_layers=args.layers, n_heads=args.heads, d_model=args.d_model,

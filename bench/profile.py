@@ -64,7 +64,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=positive_int)
     p.add_argument("--n-items", type=positive_int)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads (0: torch's default)")
+    p.add_argument("--threads", type=cli.threads, default=0,
+                   help="CPU threads (0: torch's default; at most the CPUs this process may use)")
     p.add_argument("--wait", type=non_negative_int, default=1, help="steps run before recording (default 1)")
     p.add_argument("--warmup", type=non_negative_int, default=1, help="steps recorded then discarded (default 1)")
     p.add_argument("--active", type=positive_int, default=3, help="steps recorded and kept (default 3)")
@@ -108,7 +109,12 @@ def tb_plugin_installed() -> bool:
 
 
 def plan(args: argparse.Namespace) -> tuple[ProfileRequest, Path]:
-    """Validate everything; raises UsageError before anything is written."""
+    """Validate everything; raises UsageError before anything is built, measured or written.
+    Refused: --device cuda without a CUDA device; a model spec that does not parse (unknown model,
+    key or value, an option that sets a grid dimension); a shape the model's config refuses (heads
+    that do not divide d, --n-items 1, an odd d where a model pairs channels); --tensorboard yes
+    without the plugin; an output folder `cli.output_dir` refuses (a file, a parent that is a file,
+    /proc or another unwritable place, an over-long name), the default folder included."""
     import models
 
     device = args.device
@@ -135,9 +141,8 @@ def plan(args: argparse.Namespace) -> tuple[ProfileRequest, Path]:
     except ValueError as err:
         raise UsageError(f"{spec.label}: {err}") from None
     safe = re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.label)
-    out = Path(args.out) if args.out else REPO_ROOT / "reports" / f"profile-{safe}-{args.workload}"
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    out = cli.output_dir(args.out if args.out is not None else REPO_ROOT / "reports" / f"profile-{safe}-{args.workload}",
+                         "--out")
     return request, out
 
 
