@@ -155,3 +155,30 @@ def test_bad_input_is_one_line_exit_2(argv, message, capsys):
 def test_help_shows_examples():
     text = regress.parser().format_help()
     assert "python -m bench.regress --update" in text and "tracked_peak_bytes" in text
+
+
+def test_update_repairs_a_corrupt_baseline_but_never_overwrites_another_file(tmp_path, capsys):
+    """What --update would replace is read before measuring: a corrupt baseline (it names the format)
+    is replaced with a note, unless --models would keep its other models; a file that is no
+    baseline at all is refused, so a mistyped --baseline loses nothing."""
+    committed = json.loads(regress.DEFAULT_BASELINE.read_text())
+    corrupt = tmp_path / "corrupt.json"
+    committed["models"]["linrec"]["train"]["time_ratio"] = float("inf")
+    corrupt.write_text(json.dumps(committed))
+    assert regress.previous_baselines(corrupt, keep_others=False) == {}
+    assert "replacing an unreadable baseline" in capsys.readouterr().out
+    with pytest.raises(regress.UsageError, match="linrec train: time_ratio is inf.*without --models"):
+        regress.previous_baselines(corrupt, keep_others=True)
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"todo": "not a baseline"}\n')
+    with pytest.raises(regress.UsageError, match="not a regression baseline"):
+        regress.previous_baselines(notes, keep_others=False)
+    committed["models"]["linrec"]["train"]["time_ratio"] = 1.5
+    committed["grid"]["seq_len"] = 64
+    corrupt.write_text(json.dumps(committed))
+    assert regress.previous_baselines(corrupt, keep_others=False) == {}  # no comparison across grids
+    with pytest.raises(regress.UsageError, match="another grid.*two grids"):
+        regress.previous_baselines(corrupt, keep_others=True)
+    committed["grid"]["seq_len"] = regress.GRID["seq_len"]
+    corrupt.write_text(json.dumps(committed))
+    assert set(regress.previous_baselines(corrupt, keep_others=True)) == set(committed["models"])
