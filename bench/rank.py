@@ -92,14 +92,30 @@ def _spectrum(singular: torch.Tensor) -> str:
     return " ".join(f"{v:.6g}" for v in singular.tolist())
 
 
-def checkpoint_rows(path: Path, dataset: seqdata.SequenceDataset, users: torch.Tensor, rtol: float | None,
-                    batch_size: int, device, log=print) -> list[dict]:
-    """ranks.csv rows of one checkpoint: one per_user row per user, then the single_sequence row."""
-    model, header = load_checkpoint(path, device)
-    config = header["config"]
-    if int(config["n_items"]) != dataset.n_items:
-        raise UsageError(f"{path} was trained on {config['n_items']} item ids, {dataset.source} has "
+def check_checkpoint_data(path: Path, header: dict, dataset: seqdata.SequenceDataset) -> None:
+    """Refuse (UsageError) data the checkpoint was not trained on: another number of item ids, or
+    (for checkpoints that record it) another catalogue of the same size, whose ids would index other
+    rows of the item table."""
+    n_items = int(header["config"]["n_items"])
+    if n_items != dataset.n_items:
+        raise UsageError(f"{path} was trained on {n_items} item ids, {dataset.source} has "
                          f"{dataset.n_items}; pass the data it was trained on")
+    recorded = header.get("item_fingerprint")
+    if recorded is not None and recorded != seqdata.item_fingerprint(dataset.item_ids):
+        raise UsageError(f"{path} was trained on other item ids than {dataset.source} holds (same count, "
+                         f"{n_items - 1}; catalogue fingerprint {recorded} vs "
+                         f"{seqdata.item_fingerprint(dataset.item_ids)}); pass the data it was trained on")
+
+
+def checkpoint_rows(path: Path, dataset: seqdata.SequenceDataset, users: torch.Tensor, rtol: float | None,
+                    batch_size: int, device, log=print, loaded: tuple | None = None) -> list[dict]:
+    """ranks.csv rows of one checkpoint: one per_user row per user, then the single_sequence row.
+    `loaded` is (model, header) when the caller has read and checked the checkpoint already."""
+    if loaded is None:
+        loaded = load_checkpoint(path, device)
+        check_checkpoint_data(path, loaded[1], dataset)
+    model, header = loaded
+    config = header["config"]
     L, d = int(config["max_len"]), int(config["d_model"])
     hidden, n_real = last_hidden(model, dataset, users, L, batch_size, device)
     base = {"model": header["model"], "model_spec": header["model_spec"], "checkpoint": str(path),
@@ -193,11 +209,16 @@ def parser() -> argparse.ArgumentParser:
                    help="relative tolerance (tol = sigma_max x RTOL); default sigma_max x max(rows, d) x eps_fp32")
     p.add_argument("--batch-size", type=positive_int, default=256)
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default %(default)s)")
-    p.add_argument("--out", help="output folder (default reports/_scratch/rank)")
+    p.add_argument("--out", help="output folder (default reports/_scratch/rank); its ranks.csv, rank_summary.csv, "
+                   "rank_command.json and rank_fig9.png are replaced atomically")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.rank`: the flags, --out (`cli.output_dir`), every checkpoint (readable,
+    weights only, a bench.train header, weights that fit) and the data (the loader's checks, and the
+    catalogue each checkpoint was trained on) are checked before any feature is computed; bad input
+    is one line, exit 2, nothing written."""
     from bench.measure.device import resolve_device
 
     argv = sys.argv[1:] if argv is None else argv
@@ -206,19 +227,32 @@ def main(argv: list[str] | None = None) -> int:
         try:
             device = resolve_device(args.device, ("cpu", "cuda"))
         except ValueError as err:
-            raise UsageError(str(err).rstrip(".")) from None
-        out = Path(args.out) if args.out else REPO_ROOT / "reports" / "_scratch" / "rank"
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"--out {out} is a file, not a folder")
+            raise UsageError(f"--device {args.device}: {str(err).rstrip('.')}") from None
+        out = cli.output_dir(Path(args.out) if args.out is not None else REPO_ROOT / "reports" / "_scratch" / "rank",
+                             "--out")
+        seen: dict = {}
         for path in args.checkpoints:
-            if not Path(path).is_file():
-                raise UsageError(f"--checkpoints {path}: no such file")
+            key = Path(path).resolve() if path else Path(path)
+            if key in seen:
+                raise UsageError(f"--checkpoints names {Path(path).name} twice ({seen[key]} and {path}); each "
+                                 f"checkpoint is one panel and one set of rows")
+            seen[key] = path
+        for path in args.checkpoints:
+            if not path or not Path(path).exists():
+                raise UsageError(f"--checkpoints {path!r}: no such file" if not path else f"--checkpoints {path}: no such file")
+            if Path(path).is_dir():
+                raise UsageError(f"--checkpoints {path} is a folder; pass the checkpoint.pt inside it")
         dataset = seqdata.load_dataset(args.data, args.format)
+        loaded = []
+        for path in args.checkpoints:
+            model, header = load_checkpoint(path, device)
+            check_checkpoint_data(Path(path), header, dataset)
+            loaded.append((model, header))
         users = seqdata.choose_users(dataset, args.users, args.seed)
         rows = []
-        for path in args.checkpoints:
+        for path, pair in zip(args.checkpoints, loaded):
             rows += checkpoint_rows(Path(path), dataset, users, args.rtol, args.batch_size, device,
-                                    log=lambda line: print(line, flush=True))
+                                    log=lambda line: print(line, flush=True), loaded=pair)
     except (UsageError, seqdata.DataError, CheckpointError) as err:
         return cli.report_usage_error("bench.rank", err)
     except KeyboardInterrupt:

@@ -42,7 +42,9 @@ import platform
 import re
 import shlex
 import sys
+import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,25 +110,57 @@ def build_model(spec: ModelSpec, n_items: int, max_len: int, d_model: int | None
 
 
 def save_checkpoint(path: Path, model: models.SequentialRecommender, header: dict) -> None:
-    """{'header': JSON-able dict, 'state_dict': tensors}, saved atomically; weights_only-loadable."""
+    """{'header': JSON-able dict, 'state_dict': tensors}, saved atomically (a temporary sibling, then
+    a rename; an interrupted save leaves the old checkpoint and no temporary); weights_only-loadable."""
+    from bench.results import publish
+
     header = json.loads(json.dumps(header))  # plain JSON types only (a str subclass would not load)
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    torch.save({"header": header, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"header": header, "state_dict": state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        publish(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load_error(path: Path, err: BaseException) -> CheckpointError:
+    """One line for what torch.load(weights_only=True) refused, without torch's advice to unpickle."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    if "Weights only load failed" in text or "weights_only" in text:
+        return CheckpointError(f"{path}: not a readable checkpoint: it holds pickled Python objects (a whole model, "
+                               f"numpy arrays, ...), which are never unpickled here (that can run code); pass a "
+                               f"checkpoint.pt written by bench.train")
+    if "zip archive" in text or "central directory" in text or isinstance(err, OSError):
+        return CheckpointError(f"{path}: not a readable checkpoint: a truncated or corrupt torch file "
+                               f"({text.splitlines()[0][:120] if text else type(err).__name__})")
+    first = text.splitlines()[0] if text else type(err).__name__
+    return CheckpointError(f"{path}: not a readable checkpoint ({first[:160]})")
 
 
 def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[models.SequentialRecommender, dict]:
-    """Rebuild the model from the header and load its weights (torch.load with weights_only=True)."""
+    """Rebuild the model from the header and load its weights (torch.load with weights_only=True).
+    Raises CheckpointError (one line naming the file) for a missing file, a folder, an empty,
+    truncated or non-torch file, a file of pickled objects (never unpickled), a file without a
+    bench.train header, and weights that do not fit the model the header names."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the checkpoint.pt inside it")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: not a readable checkpoint: empty file (0 bytes)")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns on stderr about a plain pickle's protocol
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: not a readable checkpoint ({reason[:160]})") from None
+        raise _load_error(path, err) from None
     header = blob.get("header") if isinstance(blob, dict) else None
     if not isinstance(header, dict) or header.get("format") != CHECKPOINT_FORMAT or "state_dict" not in blob:
         raise CheckpointError(f"{path}: not a bench.train checkpoint (no {CHECKPOINT_FORMAT!r} header)")
@@ -160,15 +194,16 @@ def evaluate(model: models.SequentialRecommender, dataset: seqdata.SequenceDatas
 
 def train_epoch(model, optimizer, dataset, samples: seqdata.Samples, max_len: int, batch_size: int,
                 device: torch.device, generator: torch.Generator, deadline: float | None = None,
-                log=print, label: str = "", log_every_s: float = 30.0) -> dict:
-    """One pass over `samples` in a seeded random order; stops between steps at `deadline`."""
+                log=print, label: str = "", log_every_s: float = 30.0, first_step_always: bool = False) -> dict:
+    """One pass over `samples` in a seeded random order; stops between steps at `deadline` (with
+    `first_step_always`, the epoch's first step is taken even past it)."""
     model.train()
     order = torch.randperm(len(samples), generator=generator)
     n_steps = math.ceil(len(samples) / batch_size)
     start = last_log = time.monotonic()
     loss_sum, seen, steps, cut = 0.0, 0, 0, False
     for step in range(n_steps):
-        if deadline is not None and time.monotonic() >= deadline:
+        if deadline is not None and time.monotonic() >= deadline and not (step == 0 and first_step_always):
             cut = True
             break
         batch = samples.subset(order[step * batch_size:(step + 1) * batch_size])
@@ -219,15 +254,59 @@ def _fmt(metrics: dict) -> str:
     return " ".join(f"{name} {metrics[name]:.4f}" for name in ("hr@10", "ndcg@10", "mrr@10"))
 
 
+def _out_of_memory(err: BaseException) -> bool:
+    text = str(err).lower()
+    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Total memory of the device (physical RAM for the CPU); None when it cannot be read."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+
+
+def check_fits_memory(settings: TrainSettings, n_items: int) -> None:
+    """Refuse (UsageError) sizes whose item table alone cannot be trained on the device: training
+    holds 16 bytes per value (fp32 weights, gradients and Adam's two moments), and every model has an
+    n_items x d_model item table, so 16 * n_items * d_model bytes is a lower bound of any model's need.
+    A typo such as --d-model 6400000 is refused here, not by the kernel's OOM killer mid-run."""
+    config = models.make_config(settings.spec.name, n_items=n_items, max_len=settings.max_len,
+                                **{k: v for k, v in (("d_model", settings.d_model), ("n_layers", settings.n_layers),
+                                                     ("n_heads", settings.n_heads)) if v},
+                                **dict(settings.spec.overrides))
+    need = 16 * n_items * config.d_model
+    total = device_memory_bytes(torch.device(settings.device))
+    if total is not None and need > total:
+        raise UsageError(f"--d-model {config.d_model} with {n_items - 1} items: the item table alone needs "
+                         f"{need / 2**30:,.1f} GiB to train (weights, gradients, Adam state), more than this machine's "
+                         f"{total / 2**30:,.1f} GiB on {settings.device}; lower --d-model")
+
+
 def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, log=print,
-          log_every_s: float = 30.0) -> dict:
-    """Train, validate each epoch, keep the best checkpoint, then test it. Returns the test row."""
+          log_every_s: float = 30.0, command_line: str | None = None) -> dict:
+    """Train, validate each epoch, keep the best checkpoint, then test it. Returns the test row.
+
+    Before anything is written in `out`: the data is checked (`seqdata.check_trainable`: raises
+    DataError) and the model built (an allocation failure raises UsageError). Then `command_line`,
+    when given, is appended to OUT/command.txt and config.json written. At least one training step
+    is taken whatever --max-minutes says, so a run always ends with a checkpoint and a test row."""
     out = Path(out)
+    seqdata.check_trainable(dataset)
     device = torch.device(settings.device)
     spec = settings.spec
     torch.manual_seed(settings.seed)
-    model = build_model(spec, dataset.n_items, settings.max_len, settings.d_model, settings.n_layers,
-                        settings.n_heads).to(device)
+    try:
+        model = build_model(spec, dataset.n_items, settings.max_len, settings.d_model, settings.n_layers,
+                            settings.n_heads).to(device)
+    except (RuntimeError, MemoryError) as err:
+        if not _out_of_memory(err):
+            raise
+        raise UsageError(f"{spec.label} at {dataset.n_items - 1} items, --max-len {settings.max_len} and these "
+                         f"sizes does not fit in memory on {device}; lower --d-model, --layers or --max-len") from None
     config = dataclasses.asdict(model.config)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     env = environment(device)
@@ -238,6 +317,9 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
                   "seed": settings.seed, "eval_batch_size": settings.eval_batch_size, "data": stats,
                   "environment": env, "started_utc": _utc_now()}
     out.mkdir(parents=True, exist_ok=True)
+    if command_line is not None:
+        with open(out / "command.txt", "a") as handle:  # one short line: a single write
+            handle.write(f"{_utc_now()}  {command_line}\n")
     write_text_atomic(out / "config.json", json.dumps(run_config, indent=2) + "\n")
     base = {"model": spec.name, "model_spec": spec.label, "variant": spec.variant, **settings.budget(),
             "seed": settings.seed, "max_len": settings.max_len, "d_model": config["d_model"],
@@ -255,12 +337,14 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
         f"heads={config['n_heads']} L={settings.max_len}; {dataset.name}: {dataset.n_users} users, "
         f"{dataset.n_items - 1} items, {len(all_train):,} training prefixes; device {device}, "
         f"{torch.get_num_threads()} thread(s) -> {out}")
+    fingerprint = seqdata.item_fingerprint(dataset.item_ids)  # bench.rank checks its data against it
     best_score, best_epoch, best_valid, stale, total_samples, stop_reason = -math.inf, None, None, 0, 0, "max_epochs"
     for epoch in range(1, settings.epochs + 1):
         epoch_start = time.monotonic()
         samples = seqdata.sample_prefixes(all_train, settings.prefixes_per_user, generator)
         trained = train_epoch(model, optimizer, dataset, samples, settings.max_len, settings.batch_size,
-                              device, generator, deadline, log, f"epoch {epoch} ", log_every_s)
+                              device, generator, deadline, log, f"epoch {epoch} ", log_every_s,
+                              first_step_always=best_epoch is None)
         if trained["train_samples"] == 0:  # the time cap fell before this epoch's first step
             stop_reason = "max_minutes"
             break
@@ -274,7 +358,8 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
             header = {"format": CHECKPOINT_FORMAT, "model": spec.name, "model_spec": spec.label,
                       "variant": spec.variant, "config": config, "epoch": epoch,
                       "valid": {k: metrics[k] for k in (*METRICS, "loss")}, "dataset": dataset.name,
-                      "dataset_source": dataset.source, "n_items": dataset.n_items, "seed": settings.seed,
+                      "dataset_source": dataset.source, "n_items": dataset.n_items,
+                      "item_fingerprint": fingerprint, "seed": settings.seed,
                       "budget": settings.budget(), "torch_version": torch.__version__,
                       "git_commit": env["git_commit"], "saved_utc": _utc_now()}
             save_checkpoint(out / "checkpoint.pt", model, header)
@@ -297,8 +382,8 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
         if stale >= settings.patience:
             stop_reason = "patience"
             break
-    if best_epoch is None:
-        raise RuntimeError("no epoch completed within the time budget; raise --max-minutes")
+    if best_epoch is None:  # cannot happen: check_trainable found a sample and the first step is always taken
+        raise RuntimeError(f"no epoch was validated ({len(all_train)} training samples)")
 
     log(f"stopped ({stop_reason}); testing the best epoch ({best_epoch}) on all {dataset.n_users} users")
     best_model, header = load_checkpoint(out / "checkpoint.pt", device)
@@ -364,14 +449,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", type=non_negative_float, default=0.0,
                    help="budget: stop training after this many minutes, 0 = no cap (default %(default)s)")
     p.add_argument("--seed", type=non_negative_int, default=2020, help="seed of init, dropout, sampling (default %(default)s)")
-    p.add_argument("--threads", type=non_negative_int, default=0, help="CPU threads, 0 = torch's default")
+    p.add_argument("--threads", type=cli.threads, default=0,
+                   help="CPU threads, 0 = torch's default, at most the CPUs this process may use")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default %(default)s)")
     p.add_argument("--out", help="output folder (default reports/_scratch/train/<dataset>-<model spec>)")
     return p
 
 
 def plan(args: argparse.Namespace) -> tuple[TrainSettings, Path]:
-    """Validate everything that needs no data; raises UsageError before anything is written."""
+    """Validate everything that needs no data; raises UsageError before anything is written: the
+    model spec and sizes, the device (CUDA must exist), the data path (a regular file), and --out
+    (`cli.output_dir`: not a file, no file as a parent, writable, names not too long; no finished
+    run inside)."""
     from bench.measure.device import resolve_device
 
     try:
@@ -379,18 +468,25 @@ def plan(args: argparse.Namespace) -> tuple[TrainSettings, Path]:
         sizes = {k: v for k, v in (("d_model", args.d_model), ("n_layers", args.layers),
                                    ("n_heads", args.heads)) if v}
         models.make_config(spec.name, n_items=2, max_len=args.max_len, **sizes, **dict(spec.overrides))
+    except ValueError as err:
+        raise UsageError(str(err).rstrip(".")) from None
+    try:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         device = str(resolve_device(device, ("cpu", "cuda")))
     except ValueError as err:
-        raise UsageError(str(err).rstrip(".")) from None
+        raise UsageError(f"--device {args.device}: {str(err).rstrip('.')}") from None
+    if not args.data or "\0" in args.data:
+        raise UsageError(f"--data {args.data!r} is not a usable path")
     data_path = Path(args.data)
+    if not data_path.exists():
+        raise UsageError(f"--data {data_path}: no such file")
+    if data_path.is_dir():
+        raise UsageError(f"--data {data_path} is a folder; pass the data file itself")
     if not data_path.is_file():
-        raise UsageError(f"--data {data_path}: no such file" if not data_path.exists()
-                         else f"--data {data_path} is not a file")
-    out = Path(args.out) if args.out else (
+        raise UsageError(f"--data {data_path} is not a regular file (a pipe or a device); pass the data file itself")
+    out = Path(args.out) if args.out is not None else (
         REPO_ROOT / "reports" / "_scratch" / "train" / f"{safe_name(data_path.stem)}-{safe_name(spec.label)}")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file, not a folder")
+    out = cli.output_dir(out, "--out")
     if (out / "metrics.csv").exists():
         raise UsageError(f"{out / 'metrics.csv'} already holds a run; choose another --out or remove that folder")
     settings = TrainSettings(spec=spec, max_len=args.max_len, d_model=args.d_model, n_layers=args.layers,
@@ -402,11 +498,15 @@ def plan(args: argparse.Namespace) -> tuple[TrainSettings, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.train`: every check (flags, data, model size) before --out is touched; bad
+    input is one line, exit 2. Ctrl-C keeps every completed epoch (files are replaced atomically)."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parser().parse_args(argv)
         settings, out = plan(args)
         dataset = seqdata.load_dataset(args.data, args.format)
+        seqdata.check_trainable(dataset)
+        check_fits_memory(settings, dataset.n_items)
     except (UsageError, seqdata.DataError) as err:
         return cli.report_usage_error("bench.train", err)
     if args.threads:
@@ -414,21 +514,22 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(line, flush=True)  # noqa: E731
     if dataset.skipped_users:
         say(f"{dataset.source}: skipped {dataset.skipped_users} user(s) with fewer than {seqdata.MIN_ITEMS} items")
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "command.txt", "a") as handle:
-        handle.write(f"{_utc_now()}  python -m bench.train {shlex.join(argv)}\n")
     try:
-        train(settings, dataset, out, log=say)
+        train(settings, dataset, out, log=say, command_line=f"python -m bench.train {shlex.join(argv)}")
+    except UsageError as err:  # the model did not fit in memory: raised before anything was written
+        return cli.report_usage_error("bench.train", err)
     except KeyboardInterrupt:
-        print(f"bench.train: interrupted: completed epochs are kept in {out / 'metrics.csv'} and the best "
-              f"one in {out / 'checkpoint.pt'}; no test row was written", file=sys.stderr)
+        if (out / "metrics.csv").exists():
+            print(f"bench.train: interrupted: completed epochs are kept in {out / 'metrics.csv'} and the best "
+                  f"one in {out / 'checkpoint.pt'}; no test row was written", file=sys.stderr)
+        else:
+            print(f"bench.train: interrupted before the first epoch completed; no metrics were written"
+                  f"{' (' + str(out) + ' holds config.json only)' if (out / 'config.json').exists() else ''}",
+                  file=sys.stderr)
         return 130
     except RuntimeError as err:
-        if "out of memory" in str(err).lower() or "can't allocate memory" in str(err).lower():
+        if _out_of_memory(err):
             print("bench.train: error: out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
-            return 1
-        if "no epoch completed" in str(err):
-            print(f"bench.train: error: {err}", file=sys.stderr)
             return 1
         raise
     return 0

@@ -199,7 +199,7 @@ def test_ctrl_c_keeps_completed_epochs(tmp_path, data_file, capsys, monkeypatch)
     (["--model", "recgrela:max_len=5"], "grid dimension"),
     (["--model", "recgrela", "--heads", "3"], "does not divide"),
     (["--model", "recgrela", "--epochs", "0"], "positive integer"),
-    (["--model", "recgrela", "--lr", "-1"], "non-negative number"),
+    (["--model", "recgrela", "--lr", "-1"], "positive number"),
     (["--model", "recgrela", "--max-minutes", "soon"], "non-negative number"),
     (["--model", "recgrela", "--device", "meta"], "Supported device types"),
     (["--model", "recgrela", "--format", "csv"], "invalid choice"),
