@@ -22,6 +22,13 @@ Rank: singular values s_1 >= s_2 >= ... of H (an SVD in float64 of the float32 f
 torch.linalg.matrix_rank and numpy.linalg.matrix_rank for a float32 matrix. `--rtol R` sets
 tol = s_1 * R instead. Every row records its absolute tolerance and all singular values.
 
+Refused before any feature is computed (one line, exit 2, nothing written): a checkpoint that is
+missing, a folder, named twice, empty, truncated, a file of pickled objects (never unpickled), not
+written by bench.train or whose weights do not fit its model; data the loader refuses; data with
+another catalogue than a checkpoint was trained on (another item count, or for checkpoints that
+record it, other item ids); an --out that is a file, under a file or unwritable; --device cuda
+without CUDA.
+
 Outputs in OUT (default reports/_scratch/rank): ranks.csv (one row per checkpoint and user,
 per_user rows then the single_sequence row), rank_summary.csv (mean, median, min, max per
 checkpoint and view) and rank_fig9.png (one heatmap panel per checkpoint, side by side, drawn from

@@ -21,8 +21,15 @@ on every user.
 Budget (for a CPU; all recorded in every row): --prefixes-per-user K trains on K prefixes per
 user per epoch, drawn afresh each epoch (0 = every prefix, the paper's protocol); --epochs caps
 the epochs; --max-minutes stops training between steps once that much wall time has passed (the
-cut epoch is validated and recorded with its sample count); --valid-users U validates on a fixed
-random subset of U users (0 = all; the test always uses every user).
+cut epoch is validated and recorded with its sample count; the run's first step is always taken,
+so every run ends with a checkpoint and a test row); --valid-users U validates on a fixed random
+subset of U users (0 = all; the test always uses every user).
+
+Refused before anything is written (one line, exit 2): bad flags, a --device without CUDA, an
+--out that is a file, under a file, unwritable or holding a finished run, a data file the loader
+refuses (bench/data.py lists what), data without a training prefix (every user has exactly 3
+items) or with fewer than 11 distinct items (every metric at 10 would be 1.0), and an item table
+(16 bytes x items x d_model to train) larger than the machine's memory.
 
 Outputs in OUT (default reports/_scratch/train/<dataset>-<model spec>, which git ignores):
 config.json (written first), metrics.csv (one row per epoch, split=valid, then one split=test

@@ -130,3 +130,21 @@ def test_rank_cli_bad_input_is_one_line_exit_2(trained, tmp_path, capsys):
 def test_rank_help_shows_examples():
     out = ranking.parser().format_help()
     assert "python -m bench.rank --checkpoints" in out and "single_sequence" in out
+
+
+def test_every_checkpoint_and_its_catalogue_are_checked_before_any_feature_is_computed(trained, tmp_path,
+                                                                                      monkeypatch, capsys):
+    dataset, data_file, paths = trained
+    other = tmp_path / "other.pt"  # a checkpoint of another catalogue, named after a good one
+    model = trainer.build_model(parse_model_spec("linrec"), dataset.n_items + 3, 12, d_model=8, n_layers=1, n_heads=2)
+    trainer.save_checkpoint(other, model, {"format": trainer.CHECKPOINT_FORMAT, "model": "linrec",
+                                           "model_spec": "linrec", "config": dict(vars(model.config))})
+
+    def no_features(*args, **kwargs):
+        raise AssertionError("features computed before every checkpoint was checked")
+
+    monkeypatch.setattr(ranking, "last_hidden", no_features)
+    out = tmp_path / "ranks"
+    assert ranking.main(["--checkpoints", str(paths[0]), str(other), "--data", str(data_file), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{other} was trained on {dataset.n_items + 3} item ids" in err and not out.exists()

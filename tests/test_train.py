@@ -224,3 +224,32 @@ def test_missing_data_and_out_that_is_a_file(tmp_path, data_file, capsys):
 def test_help_shows_examples():
     out = trainer.parser().format_help()
     assert "python -m bench.train --model recgrela:local_shortcut=false" in out and "--prefixes-per-user" in out
+
+
+def test_an_interrupted_checkpoint_save_keeps_the_old_file_and_no_temporary(tmp_path, synthetic, monkeypatch):
+    model = trainer.build_model(parse_model_spec("sasrec"), synthetic.n_items, 8, d_model=8, n_layers=1, n_heads=2)
+    header = {"format": trainer.CHECKPOINT_FORMAT, "model": "sasrec", "model_spec": "sasrec",
+              "config": dict(vars(model.config)), "epoch": 1}
+    path = tmp_path / "checkpoint.pt"
+    trainer.save_checkpoint(path, model, header)
+    before = path.read_bytes()
+
+    def interrupted(obj, handle, *args, **kwargs):
+        handle.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.torch, "save", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save_checkpoint(path, model, {**header, "epoch": 2})
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+def test_the_checkpoint_records_the_catalogue_it_was_trained_on(tmp_path, data_file):
+    out = tmp_path / "run"
+    assert trainer.main(["--model", "sasrec", "--data", str(data_file), "--epochs", "1", "--prefixes-per-user", "1",
+                         "--out", str(out)] + TINY) == 0
+    _, header = trainer.load_checkpoint(out / "checkpoint.pt")
+    dataset = seqdata.load_dataset(data_file)
+    assert header["item_fingerprint"] == seqdata.item_fingerprint(dataset.item_ids)
+    assert header["item_fingerprint"] != seqdata.item_fingerprint(dataset.item_ids[1:] + dataset.item_ids[:1])
+    assert (out / "command.txt").read_text().count("python -m bench.train --model sasrec") == 1
