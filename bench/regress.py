@@ -428,8 +428,10 @@ def compare(baseline: dict, measured: dict, time_fail: float = TIME_FAIL, time_w
                 old, new = base.get(column), now.get(column)
                 if old == new:
                     continue
-                if old is None or new is None:
-                    verdict = "changed"
+                if new is None:
+                    verdict = "FAIL"  # a counter that counted before and now gives nothing: a lost measurement
+                elif old is None:
+                    verdict = "changed"  # a new measurement: --update records it
                 else:
                     verdict = "FAIL" if new > old else "better"
                 changes.append(Change(name, workload, column, old, new, verdict))

@@ -129,10 +129,16 @@ def _entry(**changes):
     (_entry(time_ratio=2.0 * 3.5), "time_ratio", "FAIL"),
     (_entry(time_ratio=2.0 * 1.9), None, None),  # within the noise band: not listed
     ({"status": "error", "reason": "RuntimeError: boom"}, "status", "FAIL"),
+    (_entry(fwd_flops_fvcore=None), "fwd_flops_fvcore", "FAIL"),  # a counter that stopped counting
 ])
 def test_compare_rules(now, quantity, verdict):
     changes = regress.compare({"m": {"train": _entry()}}, {"m": {"train": now}})
     assert [(c.quantity, c.verdict) for c in changes] == ([] if quantity is None else [(quantity, verdict)])
+
+
+def test_a_count_measured_for_the_first_time_is_listed_not_failed():
+    changes = regress.compare({"m": {"train": _entry(fwd_flops_fvcore=None)}}, {"m": {"train": _entry()}})
+    assert [(c.quantity, c.verdict) for c in changes] == [("fwd_flops_fvcore", "changed")]
 
 
 def test_no_time_never_judges_time():
