@@ -23,7 +23,12 @@ def snapshot(paths) -> dict:
     """Every file and folder under `paths` with its size and modification time (missing: None)."""
     state = {}
     for path in map(Path, paths):
-        if not path.exists():
+        try:
+            exists = path.exists()
+        except OSError as err:  # a name too long for the file system: nothing can be there
+            state[str(path)] = f"unreadable: {err.strerror}"
+            continue
+        if not exists:
             state[str(path)] = None
             continue
         if path.is_file():
