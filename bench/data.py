@@ -284,7 +284,23 @@ def _read_pairs(path: Path, lines: list[str]) -> dict:
     return per_user
 
 
-def _read_lines_format(path: Path, lines: list[str]) -> dict:
+def _pairs_with_a_bad_line(path: Path, lines: list[str]) -> DataError | None:
+    """A `pairs` file that auto-detection read as `lines` because of a few lines without exactly two
+    fields: the error naming the first such line (None when most lines do not have two fields)."""
+    counts = [len(line.split()) for line in lines[:1000]]
+    counts = [count for count in counts if count]
+    pairs, odd = counts.count(2), len(counts) - counts.count(2)
+    if pairs < 2 or odd > max(2, 0.1 * len(counts)):
+        return None
+    for number, line in enumerate(lines, 1):
+        fields = line.split()
+        if fields and len(fields) != 2:
+            return DataError(f"{path}:{number}: expected 'user item' like the other lines, got {len(fields)} field(s): "
+                             f"{line[:60]!r} (so the file was read as one user per line)")
+    return None
+
+
+def _read_lines_format(path: Path, lines: list[str], detected: bool = False) -> dict:
     per_user: dict = {}
     first_line: dict = {}
     for number, line in enumerate(lines, 1):
@@ -294,6 +310,10 @@ def _read_lines_format(path: Path, lines: list[str]) -> dict:
         where = f"{path}:{number}"
         user = str(_integer_id(fields[0], "user id", where, not first_line))
         if user in per_user:
+            if detected:
+                bad_pair = _pairs_with_a_bad_line(path, lines)
+                if bad_pair:
+                    raise bad_pair
             raise DataError(f"{where}: user {user} appears again (first at line {first_line[user]}); expected one "
                             f"line per user (a file of one interaction per line with more columns, such as "
                             f"'user item rating'? keep 'user item' pairs, or write a RecBole .inter file)")
@@ -467,11 +487,14 @@ def load_dataset(path, fmt: str = "auto") -> SequenceDataset:
     if not path.is_file():
         raise DataError(f"{path} is not a regular file (a pipe or a device); pass the data file itself")
     lines = _read_lines(path)
-    fmt = _detect(path, lines) if fmt == "auto" else fmt
+    detected = fmt == "auto"
+    fmt = _detect(path, lines) if detected else fmt
     if fmt != "inter":
         _check_plain_ascii(path, lines)
-    reader = {"pairs": _read_pairs, "inter": _read_inter, "lines": _read_lines_format}[fmt]
-    per_user = reader(path, lines)
+    if fmt == "lines":
+        per_user = _read_lines_format(path, lines, detected)
+    else:
+        per_user = (_read_pairs if fmt == "pairs" else _read_inter)(path, lines)
     if not per_user:
         raise DataError(f"{path}: no interactions (empty file): it holds only blank lines")
     return from_sequences(per_user, name=path.stem, source=str(path), fmt=fmt)

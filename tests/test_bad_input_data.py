@@ -93,6 +93,7 @@ FILES = {
     "underscore_id.txt": ("1 5\n1 1_000\n" + GOOD).encode(),
     "header_pairs.txt": ("user item\n" + GOOD).encode(),
     "three_columns.txt": "".join(f"{line} 5\n" for line in GOOD.splitlines()).encode(),
+    "short_pair.txt": ("1 5\n1 7\n1\n" + GOOD).encode(),
     "lines.txt": "".join(f"{u} 1 2 3 4 5 6\n" for u in range(1, 21)).encode(),
     "ts_inf.inter": inter("4\t11\tinf").encode(),
     "ts_nan.inter": inter("4\t11\tnan").encode(),
@@ -153,6 +154,9 @@ CASES = [
     ("header-line-in-pairs", [*T, "--data", "{header_pairs.txt}"], "header_pairs.txt:1: user id 'user' is not an integer"),
     ("pairs-with-rating-column", [*T, "--data", "{three_columns.txt}", "--format", "pairs"], "got 3 field(s)"),
     ("rating-column-auto-lines", [*T, "--data", "{three_columns.txt}"], "appears again"),
+    ("pairs-with-a-one-field-line", [*T, "--data", "{short_pair.txt}"],
+     "short_pair.txt:3: expected 'user item' like the other lines, got 1 field(s)"),
+    ("inter-read-as-pairs", [*T, "--data", "{ts_inf.inter}", "--format", "pairs"], "a RecBole header: pass --format inter"),
     ("lines-file-read-as-pairs", [*T, "--data", "{lines.txt}", "--format", "pairs"], "lines.txt:1: expected 'user item', got 7"),
     ("pairs-file-read-as-inter", [*T, "--data", "{good.txt}", "--format", "inter"], "not a RecBole header"),
     # --- ids ------------------------------------------------------------------------------------------------
