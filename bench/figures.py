@@ -48,16 +48,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from bench.analysis import loglog_slope, slopes
+from bench.analysis import loglog_slope
 from bench.plots import (
     FAIL_STYLE,
     MEM_YLABEL,
     TIME_YLABEL,
+    ResultsCSVError,
     _colours,
     _fmt_num,
     _memory_column,
     _span_is_log,
+    colour_of,
+    integer_problem,
     line_label,
+    line_labels,
+    number_problem,
+    read_csv_records,
+    read_results_csv,
     save_figure,
 )
 from bench.results import KEY_COLUMNS
@@ -78,8 +85,9 @@ CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's
 LINEAR_FLOP_SLOPE = 1.5  # a line whose step FLOPs grow with log-log slope below this is "linear"
 
 
-class DataError(ValueError):
-    """An input file that cannot be read as what it claims to be (one-line message)."""
+class DataError(ResultsCSVError):
+    """An input file that cannot be read as what it claims to be (one-line message naming the file,
+    the line and the column); a `cli.UsageError` and a ValueError."""
 
 
 @dataclass
@@ -98,28 +106,30 @@ class Figure:
 
 
 def read_results(csv_path: Path, run: str) -> pd.DataFrame:
-    """One results.csv as a frame; columns of older schemas that are absent become empty."""
+    """One results.csv as a frame; columns of older schemas that are absent become empty.
+
+    The file is checked by `bench.plots.read_results_csv`, the one check both commands use: a
+    header of bench.results.COLUMNS (or an older subset), statuses, workloads and axes from their
+    lists, positive integer grid cells, measurements empty or finite and >= 0, ok rows with time
+    and memory, at least one row. Raises DataError (one line: file, line, column, cause)."""
     try:
-        df = pd.read_csv(csv_path, dtype={c: str for c in STRINGS + ("config_json", "fvcore_skipped_ops")})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
-        raise DataError(f"cannot read {csv_path}: {' '.join(str(err).split())}") from None
-    except pd.errors.EmptyDataError:
-        raise DataError(f"{csv_path} is empty (not even a header)") from None
-    missing = [c for c in ("model", "workload", "status") if c not in df.columns]
-    if missing:
-        raise DataError(f"{csv_path} is not a sweep results CSV (no column {', '.join(missing)})")
+        df = read_results_csv(csv_path, "results.csv")
+    except ResultsCSVError as err:
+        raise DataError(str(err)) from None
     for col in STRINGS:
-        df[col] = df[col].fillna("").astype(str).str.strip() if col in df.columns else ""
+        df[col] = df[col].str.strip()
     df.loc[df["variant"] == "", "variant"] = "default"
-    df["status"] = df["status"].str.lower()
     for col in NUMERIC:
-        df[col] = pd.to_numeric(df[col], errors="coerce") if col in df.columns else np.nan
+        df[col] = pd.to_numeric(df[col], errors="coerce")
     df["_run"] = run
     return df
 
 
 def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]]:
-    """Concatenate runs; a point present in several keeps its latest row. Returns (rows, notes)."""
+    """Concatenate runs; a point present in several keeps its latest row. Returns (rows, notes).
+
+    Each row's line (`_label`) is its model and variant; each figure then splits the lines of the
+    rows it draws where they were measured with different settings (`separate_settings`)."""
     frames = [f for f in frames if len(f)]
     if not frames:
         return pd.DataFrame(columns=list(STRINGS + NUMERIC) + ["_run", "_label"]), []
@@ -138,24 +148,102 @@ def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]
     return kept, notes
 
 
+def separate_settings(figure: Figure, rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` (what one figure draws) with each line split where its rows were measured with
+    different settings (`bench.plots.line_labels`: rows of one model, variant and workload that
+    differ in a non-empty bench.results.SETTINGS_COLUMNS cell become `linrec (threads 1)` and
+    `linrec (threads 2)`); the figure's notes say which lines were split and why."""
+    if rows.empty:
+        return rows
+    labels, _split_by, notes = line_labels(rows)
+    figure.notes += [note for note in notes if note not in figure.notes]
+    return rows.assign(_label=labels)
+
+
+METRICS_REQUIRED = ("model", "split")  # and at least one ranking metric column (NAME@K)
+RANK_REQUIRED = ("model_spec", "checkpoint", "view", "user", "n_real", "rank", "max_rank", "rows", "d_model",
+                 "dataset", "features")  # what bench.rank.plot_rank_figure reads
+RANK_VIEWS = ("per_user", "single_sequence")
+
+
 def read_metrics(csv_path: Path, run: str) -> pd.DataFrame:
-    """Test-split rows of a training run's metrics.csv (columns model, model_spec, ndcg@10, ...)."""
+    """Test-split rows of a training run's metrics.csv (columns model, model_spec, ndcg@10, ...).
+
+    Refused (DataError, one line naming the file, the line and the column): what
+    `bench.plots.read_csv_records` refuses (missing, a folder, not UTF-8, empty, torn lines), no
+    `model` or `split` column, no ranking metric column (`NAME@K`), a metric cell that is not empty
+    or a number in 0..1, a test row without a model or whose n_layers / n_heads / d_model (the
+    join keys) is not a positive integer, and a file without split=test rows (the test
+    evaluation, which bench.train writes last, has not happened)."""
     try:
-        df = pd.read_csv(csv_path, dtype={"model": str, "model_spec": str, "split": str})
-    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise DataError(f"cannot read {csv_path}: {' '.join(str(err).split())}") from None
-    missing = [c for c in ("model", "split") if c not in df.columns]
-    if missing:
-        raise DataError(f"{csv_path} is not a training metrics CSV (no column {', '.join(missing)})")
-    df = df[df["split"].astype(str).str.strip().str.lower() == "test"].copy()
-    df["model"] = df["model"].astype(str).str.strip()
+        header, records = read_csv_records(csv_path, "training metrics.csv", METRICS_REQUIRED)
+    except ResultsCSVError as err:
+        raise DataError(str(err)) from None
+    metrics = [c for c in header if "@" in c]
+    if not metrics:
+        raise DataError(f"{csv_path}: no metric column (hr@10, ndcg@10, ...): not a metrics.csv of bench.train")
+    tested = 0
+    for line, row in records:
+        for column in metrics:
+            problem = number_problem(row[column], high=1.0) if row[column].strip() else None
+            if problem:
+                raise DataError(f"{csv_path} line {line}, column {column}: {problem} (a ranking metric is in 0..1)")
+        if row["split"].strip().lower() != "test":
+            continue
+        tested += 1
+        if not row["model"].strip():
+            raise DataError(f"{csv_path} line {line}, column model: empty (every test row names its model)")
+        for column in CONFIG_KEYS:
+            problem = integer_problem(row[column]) if row.get(column, "").strip() else None
+            if problem:
+                raise DataError(f"{csv_path} line {line}, column {column}: {problem}")
+    if not tested:
+        raise DataError(f"{csv_path}: no split=test rows (bench.train writes the test evaluation last; "
+                        "is the run finished?)")
+    df = pd.DataFrame([row for _line, row in records], columns=header)
+    df = df[df["split"].str.strip().str.lower() == "test"].copy()
+    df["model"] = df["model"].str.strip()
     spec = df["model_spec"] if "model_spec" in df.columns else pd.Series("", index=df.index)
     df["model_spec"] = spec.fillna("").astype(str).str.strip()
     df.loc[df["model_spec"] == "", "model_spec"] = df["model"]
-    for col in metric_columns(df):
+    for col in metrics + [c for c in CONFIG_KEYS if c in df.columns]:
         df[col] = pd.to_numeric(df[col], errors="coerce")
     df["_run"] = run
     return df
+
+
+def check_rank_csv(csv_path: Path) -> None:
+    """Refuse a rank CSV that Fig. 9 cannot draw (DataError, one line naming the file, the line and
+    the column): what `bench.plots.read_csv_records` refuses, a column bench.rank's
+    `plot_rank_figure` reads missing (RANK_REQUIRED), a view other than per_user /
+    single_sequence, a rank, max_rank, user or n_real that is not an integer >= 0, rows or d_model
+    not a positive integer, a single_sequence row whose features are not rows x d_model finite
+    numbers, and a file without single_sequence rows ("no rows to draw")."""
+    try:
+        _header, records = read_csv_records(csv_path, "rank CSV of bench.rank", RANK_REQUIRED)
+    except ResultsCSVError as err:
+        raise DataError(str(err)) from None
+    drawn = 0
+    for line, row in records:
+        where = f"{csv_path} line {line}, column"
+        if row["view"].strip() not in RANK_VIEWS:
+            raise DataError(f"{where} view: {row['view'][:40]!r} is not one of {', '.join(RANK_VIEWS)}")
+        for column, low in (("rank", 0), ("max_rank", 0), ("user", 0), ("n_real", 0), ("rows", 1), ("d_model", 1)):
+            problem = integer_problem(row[column], low)
+            if problem:
+                raise DataError(f"{where} {column}: {problem}")
+        if row["view"].strip() != "single_sequence":
+            continue
+        drawn += 1
+        values = row["features"].split()
+        expected = int(row["rows"]) * int(row["d_model"])
+        if len(values) != expected:
+            raise DataError(f"{where} features: {len(values)} numbers, rows x d_model = {expected}")
+        bad = next((v for v in values if number_problem(v, signed=True)), None)
+        if bad is not None:
+            raise DataError(f"{where} features: {number_problem(bad, signed=True)}")
+    if not drawn:
+        raise DataError(f"{csv_path}: no rows to draw (no single_sequence row; Fig. 9 draws those)")
 
 
 def metric_columns(metrics: pd.DataFrame) -> list[str]:
@@ -263,7 +351,7 @@ def _draw_lines(ax, rows: pd.DataFrame, x: str, y: str, colours: dict, *, band: 
     for label in sorted(rows["_label"].unique()):
         sub = rows[rows["_label"] == label]
         ok = sub[(sub["status"] == "ok") & sub[y].notna()].groupby(x).median(numeric_only=True).sort_index()
-        colour = colours.get(label, "black")
+        colour = colour_of(colours, label)
         ax.plot(ok.index.to_numpy(float), ok[y].to_numpy(float), marker="o", markersize=4, linewidth=1.5,
                 color=colour, label=label)
         drawn_y.extend(ok[y].tolist())
@@ -438,6 +526,7 @@ def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, 
         return figure
     rows, note = closest_point(ok)
     figure.notes.append(note)
+    rows = separate_settings(figure, rows)
     mem, flops = memory_column(rows), flops_column(rows)
     table = rows.groupby("_label", as_index=False).last()[
         ["_label", "model", "variant", "seq_len", "batch_size", "n_layers", "n_heads", "d_model", mem, flops,
@@ -452,7 +541,7 @@ def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, 
         shown = table[table["ndcg@10"].notna()]
         area = 2000 * gflops[shown.index] / gflops.max()
         ax.scatter(shown[mem], shown["ndcg@10"], s=area.clip(lower=30), alpha=0.45,
-                   c=[colours.get(lab, "gray") for lab in shown["line"]], edgecolors="black")
+                   c=[colour_of(colours, lab) for lab in shown["line"]], edgecolors="black")
         _label_points(ax, shown[mem].astype(float), shown["ndcg@10"].astype(float),
                       [f"{r['line']}\n{float(r[flops]) / 1e9:.3g} GFLOP" for _, r in shown.iterrows()])
         ax.set_ylabel("NDCG@10 (test)")
@@ -461,7 +550,7 @@ def fig3_memory_flops_ndcg(results: pd.DataFrame, metrics: pd.DataFrame | None, 
             figure.notes.append("lines without NDCG@10 are left off the chart (their numbers are in the table)")
     else:
         figure.notes.append("NDCG@10 not available: models are placed on the memory/FLOPs plane only")
-        ax.scatter(table[mem], gflops, s=160, alpha=0.6, c=[colours.get(lab, "gray") for lab in table["line"]],
+        ax.scatter(table[mem], gflops, s=160, alpha=0.6, c=[colour_of(colours, lab) for lab in table["line"]],
                    edgecolors="black")
         _label_points(ax, table[mem].astype(float), gflops, list(table["line"]))
         ax.set_ylabel(f"train step GFLOPs ({flops})")
@@ -487,6 +576,7 @@ def table3_recgrela_layers(results: pd.DataFrame, metrics: pd.DataFrame | None, 
     rows, note = coherent(rows, free=("n_layers",))
     if note:
         figure.notes.append(note)
+    rows = separate_settings(figure, rows)
     layers = sorted(int(v) for v in rows["n_layers"].unique())
     if layers != list(range(1, 7)):
         figure.notes.append(f"layers measured: {', '.join(map(str, layers))} (the paper: 1..6)")
@@ -513,6 +603,7 @@ def fig6_layers_recgrela_sigma(results: pd.DataFrame, metrics, colours: dict, ou
     rows, note = _scaling(results, "n_layers", wanted)
     if note:
         figure.notes.append(note)
+    rows = separate_settings(figure, rows)
     _absent(figure, wanted, rows)
     if rows.empty:
         figure.missing = ("no RecGRELA or SIGMA train rows swept over layers "
@@ -535,6 +626,7 @@ def fig7_seqlen_heads_recgrela_eulerformer(results: pd.DataFrame, metrics, colou
     for prefix, note in (("length", note_len), ("heads", note_heads)):
         if note:
             figure.notes.append(f"{prefix}: {note}")
+    by_len, by_heads = separate_settings(figure, by_len), separate_settings(figure, by_heads)
     for part, rows in (("length (100 <= L <= 200)", by_len), ("heads", by_heads)):
         have = set(rows["model"]) if len(rows) else set()
         for name in wanted:
@@ -697,6 +789,13 @@ def crossover(lengths: list, ratio: list, reference_failed: list) -> tuple[float
     return at, f"~{at:,.0f} (interpolated between {lo} and {hi})"
 
 
+def _fitted_slope(rows: pd.DataFrame, column: str) -> float:
+    """Log-log slope of `column` against seq_len over the rows where both are positive (one line's ok rows)."""
+    values = rows[["seq_len", column]].astype(float)
+    values = values[(values > 0).all(axis=1)]
+    return loglog_slope(values["seq_len"].tolist(), values[column].tolist())
+
+
 def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
     """L >= 256 for every line: time and memory log-log, fitted slopes, crossovers with SASRec."""
     figure = Figure("long_seq_loglog", "Long sequences: time and memory from L=256, log-log",
@@ -713,29 +812,26 @@ def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path
         part, note = coherent(rows[rows["workload"] == workload], free=("seq_len",))
         if note:
             figure.notes.append(f"{workload}: {note}")
+        part = separate_settings(figure, part)
         groups.append(part)
         panels.append((workload, part, "seq_len"))
     rows = pd.concat(groups, ignore_index=True)
     figure.runs = sorted(set(rows["_run"]))
     mem, flops = memory_column(rows), flops_column(rows)
-    hi = rows["seq_len"].max()
-    fits = {metric: slopes(rows, "seq_len", metric, LONG_FROM, hi) for metric in ("time_median_ms", mem)}
     references = sorted(set(rows.loc[rows["model"] == "sasrec", "_label"]))
     if not references:
         figure.notes.append("sasrec: no rows at L >= 256, so no crossover lengths")
     for (label, workload), part in rows.groupby(["_label", "workload"]):
         ok = part[part["status"] == "ok"].sort_values("seq_len")
-        flop_slope = loglog_slope(ok["seq_len"].tolist(), ok[flops].astype(float).tolist()) if ok[flops].notna().all() else math.nan
+        flop_slope = _fitted_slope(ok, flops) if ok[flops].notna().all() else math.nan
         cost = "" if math.isnan(flop_slope) else ("linear" if flop_slope < LINEAR_FLOP_SLOPE else "quadratic")
         for metric_name, metric in (("time", "time_median_ms"), ("memory", mem)):
-            fit = fits[metric]
-            fit = fit[(fit["line"] == label) & (fit["workload"] == workload)] if len(fit) else fit
             top = ok[ok[metric].notna()].tail(3)
             record = {"line": label, "workload": workload, "metric": metric_name, "column": metric,
                       "from": int(part["seq_len"].min()), "to": int(part["seq_len"].max()),
                       "points_ok": int(ok[metric].notna().sum()),
-                      "slope": fit["slope"].iloc[0] if len(fit) else math.nan,
-                      "slope_last3": round(loglog_slope(top["seq_len"].tolist(), top[metric].astype(float).tolist()), 3),
+                      "slope": round(_fitted_slope(ok, metric), 3) if ok[metric].notna().all() else math.nan,
+                      "slope_last3": round(_fitted_slope(top, metric), 3),
                       "step_flops_slope": round(flop_slope, 3), "cost_class": cost,
                       "failed_at": ", ".join(f"{int(r.seq_len)} ({r.status})" for r in part.itertuples()
                                              if r.status != "ok")}
@@ -887,6 +983,10 @@ def ours_vs_official(results: pd.DataFrame, metrics, colours: dict, out_dir: Pat
         figure.missing = ("no official twin rows (model `official/NAME`) in the CSVs; they would be measured, "
                           "beside ours in one run so the times compare, by " + _commands_text(absent))
         return figure
+    # the lines of the ratio panels: each side of a pair split where its rows were measured differently
+    paired = latest["model"].map(lambda m: m[len(OFFICIAL):] if is_official(m) else m).isin(names)
+    latest = pd.concat([separate_settings(figure, latest[paired]), latest[~paired]]).sort_index()
+    twins, ours = latest.loc[twins.index], latest.loc[ours.index]
     records = []
     for name in names:
         mine_rows, their_rows = ours[ours["model"] == name], twins[twins["model"] == OFFICIAL + name]
@@ -971,7 +1071,7 @@ def _ratio_panels(table: pd.DataFrame, colours: dict, title: str, path: Path) ->
         values, stacked = [], {}
         for i, name in enumerate(names):
             part = series[series["_series"] == name].sort_values("seq_len")
-            colour = colours.get(part["ours"].iloc[0], f"C{i % 10}")
+            colour = colour_of(colours, part["ours"].iloc[0])
             good = part[part[ratio].notna()]
             (handle,) = ax.plot(good["seq_len"].to_numpy(float), good[ratio].to_numpy(float),
                                 marker=MARKERS[i % len(MARKERS)], markersize=7, linewidth=0.8, linestyle="--",

@@ -18,8 +18,17 @@ gate activation), Fig. 9 (rank heatmaps, via bench.rank), the long-sequence view
 log-log slopes, where each model overtakes SASRec) and ours vs the official code (ratios to each
 `official/NAME` twin, with the twin's official_substitutions). A figure whose data is missing is not drawn:
 the page says what is missing and how to measure it. The page also gives, per figure, the
-environment of its rows and the commands that made them. Bad input is one line on stderr, exit 2,
-and nothing written.
+environment of its rows and the commands that made them. Rows of one model line measured with
+different settings (threads, warmup, repeats, seed, limits, FLOP counting, dtype, torch, device
+name, environment) are drawn as separate lines, `linrec (threads 1)` and `linrec (threads 2)`, and
+the page says so.
+
+Bad input is one line on stderr, exit 2, and nothing written: every input is read and checked
+first (a results.csv: bench.results' columns, statuses, workloads, positive integer grid cells,
+measurements empty or finite and >= 0, ok rows with time and memory, at least one row; a
+metrics.csv: model, split and metric columns, metrics in 0..1, split=test rows; a rank CSV: the
+columns bench.rank writes, single_sequence rows), each error naming the file, line and column;
+then --out (not a file, writable).
 """
 from __future__ import annotations
 
@@ -47,42 +56,61 @@ def parser() -> argparse.ArgumentParser:
 
 
 def find_rank_csv(run_dirs: list[Path]) -> Path | None:
-    """`rank.csv` / `ranks.csv` first, else any other *rank*.csv (our own fig9_rank.csv excluded)."""
+    """`rank.csv` / `ranks.csv` first, else any other *rank*.csv (our own fig9_rank.csv and bench.rank's
+    rank_summary.csv, which hold no feature matrices to draw, excluded)."""
     for run in run_dirs:
         for name in ("rank.csv", "ranks.csv"):
             if (run / name).is_file():
                 return run / name
     for run in run_dirs:
-        found = sorted(p for p in run.glob("*rank*.csv") if not p.name.startswith("fig9_"))
+        found = sorted(p for p in run.glob("*rank*.csv") if p.is_file() and not p.name.startswith("fig9_")
+                       and p.name != "rank_summary.csv")
         if found:
             return found[0]
     return None
 
 
+def _command_lines(path: Path) -> list[str]:
+    """The command lines of a run's command.txt ([] without one); refuses one that cannot be read."""
+    if not path.exists():
+        return []
+    try:
+        return path.read_text(encoding="utf-8").strip().splitlines()
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{path} is not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror or err}") from None
+
+
 def load_inputs(run_dirs: list[Path], rank_csv: Path | None):
-    """Read every input before anything is written; raises UsageError on unreadable input."""
+    """Read and check every input before anything is written. Raises UsageError (one line naming
+    the file, line and column) for a RUN_DIR that is not a folder or holds none of results.csv,
+    metrics.csv and a rank CSV, and for any input `figures.read_results`, `figures.read_metrics`
+    or `figures.check_rank_csv` refuses (see there), or an unreadable command.txt."""
     frames, metric_frames, commands = [], [], {}
     for run in run_dirs:
         if not run.is_dir():
-            raise UsageError(f"{run} is not a folder")
+            raise UsageError(f"RUN_DIR {run} is not a folder")
         results_csv, metrics_csv = run / "results.csv", run / "metrics.csv"
+        for path in (results_csv, metrics_csv):
+            if path.exists() and not path.is_file():
+                raise UsageError(f"{path} is a folder, not a CSV file")
         found_rank = find_rank_csv([run])
         if not (results_csv.is_file() or metrics_csv.is_file() or found_rank):
             raise UsageError(f"{run} holds no results.csv, metrics.csv or rank CSV")
-        try:
-            if results_csv.is_file():
-                frames.append(F.read_results(results_csv, str(run)))
-            if metrics_csv.is_file():
-                metric_frames.append(F.read_metrics(metrics_csv, str(run)))
-        except F.DataError as err:
-            raise UsageError(str(err)) from None
-        command = run / "command.txt"
-        commands[str(run)] = command.read_text().strip().splitlines() if command.is_file() else []
-    results, notes = F.combine_results(frames)
-    metrics = pd.concat(metric_frames, ignore_index=True) if metric_frames else None
+        if results_csv.is_file():
+            frames.append(F.read_results(results_csv, str(run)))
+        if metrics_csv.is_file():
+            metric_frames.append(F.read_metrics(metrics_csv, str(run)))
+        commands[str(run)] = _command_lines(run / "command.txt")
     if rank_csv is not None and not rank_csv.is_file():
         raise UsageError(f"--rank-csv {rank_csv} is not a file")
-    return results, metrics, rank_csv or find_rank_csv(run_dirs), commands, notes
+    rank_csv = rank_csv or find_rank_csv(run_dirs)
+    if rank_csv is not None:
+        F.check_rank_csv(rank_csv)
+    results, notes = F.combine_results(frames)
+    metrics = pd.concat(metric_frames, ignore_index=True) if metric_frames else None
+    return results, metrics, rank_csv, commands, notes
 
 
 # ------------------------------------------------------------------------------------ the page
@@ -153,12 +181,13 @@ def render_page(figures: list, results: pd.DataFrame, commands: dict, command: s
     return "\n".join(lines)
 
 
-def build_report(run_dirs: list[Path], out_dir: Path, rank_csv: Path | None = None,
+def build_report(run_dirs: list[Path], out_dir: Path | str, rank_csv: Path | None = None,
                  command: str = "python -m bench.report") -> tuple[Path, list]:
-    """Load the inputs, draw every figure into `out_dir`, write `out_dir/index.md`; returns (page, figures)."""
+    """Load and check the inputs, check `out_dir` (`cli.output_dir`), then draw every figure into
+    `out_dir` and write `out_dir/index.md`; returns (page, figures). Raises UsageError before
+    anything is written for any bad input (see `load_inputs`) or an --out that cannot be written."""
     results, metrics, rank, commands, notes = load_inputs(run_dirs, rank_csv)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"--out {out_dir} is a file, not a folder")
+    out_dir = cli.output_dir(out_dir, "--out")
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = F.all_figures(results, metrics, rank, out_dir)
     for figure in figures:
@@ -180,14 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(argv)
         run_dirs = [Path(r) for r in args.run_dirs]
-        out_dir = Path(args.out) if args.out else run_dirs[0]
-        if out_dir.exists() and not out_dir.is_dir():
-            raise UsageError(f"--out {out_dir} is a file, not a folder")
+        out_dir = args.out if args.out is not None else run_dirs[0]  # "" stays "" (refused), not "."
         command = "python -m bench.report " + shlex.join(argv)
-        page, figures = build_report(run_dirs, out_dir, Path(args.rank_csv) if args.rank_csv else None, command)
+        page, figures = build_report(run_dirs, out_dir, Path(args.rank_csv) if args.rank_csv is not None else None, command)
     except UsageError as err:
-        print(f"bench.report: error: {err}", file=sys.stderr)
-        return 2
+        return cli.report_usage_error("bench.report", err)
     for figure in figures:
         state = f"wrote {figure.png}" if figure.missing is None else f"not drawn: {figure.missing}"
         print(f"{figure.title}: {state}", flush=True)

@@ -8,7 +8,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.plots import line_label, main, plot_results_csv, plot_sweep
+from bench import results
+from bench.plots import (
+    _safe,
+    _title,
+    line_label,
+    line_labels,
+    main,
+    plot_results_csv,
+    plot_sweep,
+    prepare,
+    read_results_csv,
+    series,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -55,6 +67,14 @@ def _frame() -> pd.DataFrame:
                     status = "timeout"
                 rows.append(_row(model, workload, L, status=status))
     return pd.DataFrame(rows)
+
+
+def _write_results_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """The frame's rows as a results.csv of today's schema (columns outside it dropped, NaN empty, n_items 100)."""
+    rows = [{c: (None if pd.isna(v) else v) for c, v in row.items() if c in results.COLUMNS}
+            for row in frame.assign(n_items=100).to_dict("records")]
+    path.write_text(results.csv_text(results.COLUMNS, rows))
+    return path
 
 
 def _assert_png(path: Path) -> None:
@@ -112,17 +132,15 @@ def test_cuda_rows_plot_cuda_counter(tmp_path):
 
 
 def test_plot_results_csv_defaults_to_csv_folder(tmp_path):
-    csv = tmp_path / "results.csv"
     df = _frame()
-    df[df["workload"] == "train"].to_csv(csv, index=False)
+    csv = _write_results_csv(df[df["workload"] == "train"], tmp_path / "results.csv")
     paths = plot_results_csv(csv)
     assert {p.name for p in paths} == {"time_train.png", "memory_train.png"}
     assert all(p.parent == tmp_path for p in paths)
 
 
 def test_main_regenerates_pngs(tmp_path, capsys):
-    csv = tmp_path / "results.csv"
-    _frame().to_csv(csv, index=False)
+    csv = _write_results_csv(_frame(), tmp_path / "results.csv")
     out = tmp_path / "figs"
     assert main([str(csv), "--out", str(out)]) == 0
     printed = [Path(line) for line in capsys.readouterr().out.split()]
@@ -148,3 +166,33 @@ def test_cli_missing_csv_exits_2():
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_rows_measured_with_different_threads_are_separate_lines(tmp_path):
+    """Outside case 05: two linrec rows that differ only in threads are two lines, and the title says why."""
+    rows = [_row("linrec", "train", 64, threads=1), _row("linrec", "train", 128, threads=2),
+            _row("sasrec", "train", 64, threads=1), _row("sasrec", "train", 128, threads=1)]
+    csv = _write_results_csv(pd.DataFrame(rows), tmp_path / "results.csv")
+    frame, notes = prepare(read_results_csv(csv))
+    drawn = {label: rows["seq_len"].tolist() for label, rows in series(frame).items()}
+    assert drawn == {"linrec (threads 1)": [64.0], "linrec (threads 2)": [128.0], "sasrec": [64.0, 128.0]}
+    assert notes == ["linrec (train): rows measured with different threads (threads 1, 2) are drawn as separate "
+                     "lines: linrec (threads 1), linrec (threads 2)"]
+    title = _title("train", "seq_len", "time", frame, ["threads"])
+    assert title.endswith("separate lines: rows measured with different threads")
+    assert {p.name for p in plot_results_csv(csv)} == {"time_train.png", "memory_train.png"}
+
+
+def test_empty_setting_cells_do_not_split_a_line():
+    rows = [_row("linrec", "train", 64, threads=None, seed=0), _row("linrec", "train", 128, threads=1, seed=0),
+            _row("linrec", "train", 256, threads="1.0", seed="0"), _row("linrec", "infer", 64, threads=4)]
+    labels, split_by, notes = line_labels(pd.DataFrame(rows))
+    assert labels.tolist() == ["linrec"] * 4 and not notes  # infer is its own line, whatever its threads
+    rows[2]["seed"] = 7
+    labels, split_by, notes = line_labels(pd.DataFrame(rows))
+    assert labels.tolist() == ["linrec (seed 0)", "linrec (seed 0)", "linrec (seed 7)", "linrec"]
+    assert split_by.tolist() == [("seed",), ("seed",), ("seed",), ()]
+
+
+def test_figure_names_keep_inside_the_output_folder():
+    assert _safe("../../x") == "x" and _safe("a/b") == "a_b" and _safe("..") == "unknown"

@@ -206,7 +206,7 @@ def test_committed_long_grid_renders(tmp_path):
 @pytest.mark.parametrize("argv,message", [
     (["{tmp}/nope"], "is not a folder"),
     (["{tmp}/empty"], "holds no results.csv"),
-    (["{tmp}/bad"], "not a sweep results CSV"),
+    (["{tmp}/bad"], "is not a results column"),
     (["{tmp}/long", "--out", "{tmp}/file.txt"], "is a file"),
     (["{tmp}/long", "--rank-csv", "{tmp}/missing.csv"], "is not a file"),
     ([], "required"),
@@ -248,3 +248,26 @@ def test_rank_figure_with_the_real_bench_rank(tmp_path):
     summary = fig9.table.set_index(["model_spec", "view"])
     assert summary.loc[("linrec", "per_user"), "rank_mean"] == 3.5 and summary.loc[("linrec", "per_user"), "matrices"] == 2
     assert "features" not in fig9.table.columns
+
+
+def test_rows_measured_with_other_settings_are_not_one_line(tmp_path):
+    """Outside case 05, pooled by the report: linrec at 1 thread in one run and at 2 in another are two lines."""
+    def linrec(L, threads):
+        return dict(_row("linrec", "seq_len", seq_len=L, time_ms=K_LINEAR * L, mib=0.5 * L, flops=1000 * L), threads=threads)
+
+    sasrec = [_row("sasrec", "seq_len", seq_len=L, time_ms=C_SASREC * L * L, mib=1e-4 * L * L, flops=L * L) for L in LONG[:4]]
+    a = _write_run(tmp_path / "a", sasrec + [linrec(L, 1) for L in LONG[:2]])
+    b = _write_run(tmp_path / "b", [linrec(L, 2) for L in LONG[2:4]])
+    frame, _notes = figures.combine_results([figures.read_results(a / "results.csv", "a"),
+                                             figures.read_results(b / "results.csv", "b")])
+    figure = figures.Figure("key", "title", "caption")
+    drawn = figures.separate_settings(figure, frame)
+    lines = {label: sorted(rows["seq_len"]) for label, rows in drawn.groupby("_label")}
+    assert lines == {"linrec (threads 1)": LONG[:2], "linrec (threads 2)": LONG[2:4], "sasrec": LONG[:4]}
+    assert figure.notes == ["linrec (train): rows measured with different threads (threads 1, 2) are drawn as separate "
+                            "lines: linrec (threads 1), linrec (threads 2)"]
+    page, figs = report.build_report([a, b], tmp_path / "out")
+    long = pd.read_csv(tmp_path / "out" / "long_seq_loglog.csv")
+    assert set(long["line"]) == {"linrec (threads 1)", "linrec (threads 2)", "sasrec"}
+    assert (long.set_index(["line", "metric"]).loc[("linrec (threads 2)", "time"), "slope"] == pytest.approx(1.0, abs=1e-3))
+    assert "- linrec (train): rows measured with different threads (threads 1, 2) are drawn as separate" in page.read_text()
