@@ -22,7 +22,7 @@ def _inter(folder: Path, name: str, body: str) -> Path:
 
 
 def _users(n_users: int, n_items: int) -> str:
-    return "".join(f"{u}\t{(u + t) % 7 + 1}\t{u * 100 + t}\n" for u in range(1, n_users + 1) for t in range(n_items))
+    return "".join(f"{u}\t{(u * 5 + t) % 20 + 1}\t{u * 100 + t}\n" for u in range(1, n_users + 1) for t in range(n_items))
 
 
 CASES = [
@@ -33,6 +33,9 @@ CASES = [
     ("header-only", lambda d: ["--data", str(_inter(d, "h", ""))], "no interaction rows"),
     ("not-a-recbole-header", lambda d: ["--data", str(_write(d / "b" / "b.inter", "a b c\n"))], "header"),
     ("too-few-items", lambda d: ["--data", str(_inter(d, "f", _users(5, 2)))], "at least 3"),
+    ("no-training-sample", lambda d: ["--data", str(_inter(d, "t", _users(8, 3)))], "no training samples"),
+    ("catalogue-of-ten", lambda d: ["--data", str(_inter(d, "c", "".join(
+        f"{u}\t{t % 10 + 1}\t{t}\n" for u in range(1, 6) for t in range(6))))], "at least 11"),
     ("not-in-name-folder", lambda d: ["--data", str(_write(d / "x.inter", HEADER + _users(5, 5)))], "DATA_PATH/NAME"),
     ("max-len-zero", lambda d: ["--data", str(_inter(d, "m", _users(5, 5))), "--max-len", "0"], "positive integer"),
     ("max-len-huge", lambda d: ["--data", str(_inter(d, "m", _users(5, 5))), "--max-len", "99999999999"], "larger than"),

@@ -280,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser().parse_args(sys.argv[1:] if argv is None else argv)
         exact = seqdata.load_dataset(args.data, "inter")
+        seqdata.check_trainable(exact)  # RecBole's evaluator fails on a split without training samples
         config, dataset, split_data = recbole_split(args.data, args.max_len)
     except (cli.UsageError, seqdata.DataError, ValueError) as err:
         return cli.report_usage_error(prog, err)
