@@ -17,7 +17,7 @@ Conventions
 * One line per (model, variant), labelled by :func:`line_label`; colours are
   assigned over the whole frame so a series keeps its colour in every figure.
   Rows of one (model, variant, workload) measured with different settings
-  (bench.results.SETTINGS_COLUMNS: threads, warmup, repeats, seed, limits, FLOP
+  (bench.results.SETTINGS_COLUMNS: threads, warmup, repeats, seed, FLOP
   counting, dtype, torch, device name, environment) are never one line: they
   are split into lines labelled by the differing setting, ``linrec (threads 2)``,
   and the title says so (:func:`line_labels`).

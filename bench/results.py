@@ -57,8 +57,12 @@ KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layer
 STATUSES = ("ok", "oom", "timeout", "error")
 # How a row was measured, beyond its key: rows that differ in any of these are not one series
 # (a resumed sweep refuses to mix them; figures never join them into one line).
-SETTINGS_COLUMNS = ["threads", "time_warmup", "time_repeats", "seed", "mem_limit_gib", "time_limit_s",
-                    "flops_counted", "dtype", "torch_version", "device_name", "perf_env_json"]
+SETTINGS_COLUMNS = ["threads", "time_warmup", "time_repeats", "seed", "flops_counted", "dtype", "torch_version",
+                    "device_name", "perf_env_json"]
+# The limits decide only whether a point fails (oom, timeout), not the value it measures: figures may
+# join rows of other limits, but a resumed sweep keeps them equal too (a point that failed under one
+# limit would never be retried under the other).
+LIMIT_COLUMNS = ["mem_limit_gib", "time_limit_s"]
 
 
 # Environment variables that change what a step costs without changing the code: threading,

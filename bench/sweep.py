@@ -143,7 +143,7 @@ def expected_settings(point) -> dict[str, str]:
 
     from bench.point import device_name
 
-    values = {"threads": point.threads or torch.get_num_threads(), "time_warmup": point.warmup,
+    values = {"threads": point.threads or default_threads(), "time_warmup": point.warmup,
               "time_repeats": point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
               "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": "float32",
               "torch_version": torch.__version__, "device_name": device_name(point.device, False),
@@ -151,17 +151,30 @@ def expected_settings(point) -> dict[str, str]:
     return {column: "" if value is None else str(value) for column, value in values.items()}
 
 
+def default_threads() -> int | None:
+    """torch's default intra-op thread count in a fresh process with this environment, which is
+    what a point's child runs with under `--threads 0` (this process's count may have been changed
+    by `torch.set_num_threads`, so it is asked of a new interpreter); None if that fails."""
+    import subprocess
+
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, timeout=120)
+    return int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else None
+
+
 def check_resume_settings(rows: list[dict], points: list, csv_path: Path) -> None:
     """Refuse (UsageError) to resume a results file whose rows were measured with other settings
-    (`results.SETTINGS_COLUMNS`: threads, warmup, repeats, seed, limits, FLOP counting, dtype,
-    torch, device, performance environment) than this command's: their rows would be drawn as one
+    (`results.SETTINGS_COLUMNS`: threads, warmup, repeats, seed, FLOP counting, dtype, torch,
+    device, performance environment; and `results.LIMIT_COLUMNS`) than this command's: their rows would be drawn as one
     line with the new ones, and points already present would never be re-measured with the new
     settings. Empty cells (a file from before the column existed) are not compared."""
     if not rows or not points:
         return
     expected = expected_settings(points[0])
-    for column in results.SETTINGS_COLUMNS:
+    for column in results.SETTINGS_COLUMNS + results.LIMIT_COLUMNS:
         found = sorted({row[column] for row in rows if row.get(column, "") != ""})
+        if column == "threads" and expected[column] == "":  # torch's default could not be asked
+            continue
         if found and found != [expected[column]]:
             now = expected[column] or "none"
             raise UsageError(

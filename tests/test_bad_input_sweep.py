@@ -196,7 +196,7 @@ def test_resume_accepts_rows_of_the_same_settings_and_older_files(tmp_path):
     args = sweep.parser().parse_args(argv)
     args.dry_run = False
     sweep.plan(args)  # same settings: no UsageError
-    blank = dict(row, **{c: "" for c in results.SETTINGS_COLUMNS})
+    blank = dict(row, **{c: "" for c in results.SETTINGS_COLUMNS + results.LIMIT_COLUMNS})
     results.write_text_atomic(out / "results.csv", results.csv_text(results.COLUMNS, [blank]))
     sweep.plan(args)
 
