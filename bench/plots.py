@@ -40,10 +40,8 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -60,7 +58,7 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from bench import cli
 from bench.cli import UsageError
-from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, publish
+from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, atomic_output
 
 __all__ = ["line_label", "line_labels", "plot_sweep", "plot_results_csv", "read_results_csv", "main"]
 
@@ -643,17 +641,11 @@ def save_figure(fig, path: Path, dpi: int = DPI, bbox_inches: str | None = "tigh
     the way removes the temporary, so ``path`` is the old file or the whole new one, never a torn one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with atomic_output(path, "wb") as handle:
             fig.savefig(handle, format="png", dpi=dpi, bbox_inches=bbox_inches)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(tmp, path)
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

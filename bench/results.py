@@ -11,6 +11,7 @@ A measurement that could not be made is an empty cell, and `status`/`reason` say
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -159,20 +160,29 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
     return removed
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write a whole file through a temporary sibling (fsync, then rename): readers see the old
-    file or the new one, never a torn one; an interrupted write leaves no temporary behind."""
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "w"):
+    """Open a unique temporary sibling of `path` (`.NAME.XXXX.tmp`) for writing (`mode` "w" or
+    "wb"); when the block ends, flush and fsync it and rename it over `path`. Readers see the old
+    file or the whole new one, never a torn one; an error or interrupt inside the block removes the
+    temporary and leaves `path` as it was. The one atomic writer of every command's files."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as handle:
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a whole text file atomically (see `atomic_output`)."""
+    with atomic_output(path) as handle:
+        handle.write(text)
 
 
 def csv_text(columns: list[str], rows: list[dict]) -> str:

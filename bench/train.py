@@ -49,7 +49,6 @@ import platform
 import re
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from dataclasses import dataclass
@@ -119,21 +118,12 @@ def build_model(spec: ModelSpec, n_items: int, max_len: int, d_model: int | None
 def save_checkpoint(path: Path, model: models.SequentialRecommender, header: dict) -> None:
     """{'header': JSON-able dict, 'state_dict': tensors}, saved atomically (a temporary sibling, then
     a rename; an interrupted save leaves the old checkpoint and no temporary); weights_only-loadable."""
-    from bench.results import publish
+    from bench.results import atomic_output
 
     header = json.loads(json.dumps(header))  # plain JSON types only (a str subclass would not load)
-    path = Path(path)
     state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"header": header, "state_dict": state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, "wb") as handle:
+        torch.save({"header": header, "state_dict": state}, handle)
 
 
 def _load_error(path: Path, err: BaseException) -> CheckpointError:
