@@ -2,7 +2,8 @@
 
 Fused paths can fall back silently (on the CPU, `scaled_dot_product_attention` with dropout in
 training takes the math path and materialises L x L), so the harness records what ran instead of
-what was asked for. Composite ops arrive here already decomposed: the fused CPU kernel shows as
+what was asked for. Composite ops are recorded by what they decompose into, also under
+`inference_mode` (where they reach the mode whole): the fused CPU kernel shows as
 `_scaled_dot_product_flash_attention_for_cpu`, its math fallback as `_safe_softmax` + `bmm`.
 """
 from __future__ import annotations
@@ -21,8 +22,17 @@ class _OpRecorder(TorchDispatchMode):
         self.ops: Counter = Counter()
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        # Under inference_mode the autograd key is skipped, so composite ops (CompositeImplicitAutograd,
+        # e.g. scaled_dot_product_attention) arrive whole; run their decomposition under this mode so
+        # the kernel that really runs underneath is what gets recorded (as FlopCounterMode does).
+        if func._can_decompose():
+            with self:
+                decomposed = func.decompose(*args, **kwargs)
+            if decomposed is not NotImplemented:
+                return decomposed
         self.ops[func._overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
+        return func(*args, **kwargs)
 
 
 def dispatched_ops(fn: Callable[[], object]) -> Counter:
