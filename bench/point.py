@@ -38,10 +38,13 @@ def device_name(device: str, cuda_initialised: bool) -> str:
             return torch.cuda.get_device_name(torch.device(device))
         try:
             import pynvml
+
+            from bench.measure.memory import nvml_handle
             pynvml.nvmlInit()
-            index = torch.device(device).index or 0
-            name = pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index))
-            pynvml.nvmlShutdown()
+            try:
+                name = pynvml.nvmlDeviceGetName(nvml_handle(pynvml, torch.device(device).index or 0))
+            finally:
+                pynvml.nvmlShutdown()
             return name.decode() if isinstance(name, bytes) else name
         except Exception:
             return "cuda (name unavailable)"
@@ -103,7 +106,7 @@ def measure(point: Point, row: dict) -> None:
     """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
     from bench.measure.dispatch import attention_ops, dispatched_ops
     from bench.measure.flops import check_nonzero, fvcore_forward_flops
-    from bench.measure.memory import NvmlSampler, cuda_allocator_peak, tracked_peak
+    from bench.measure.memory import NvmlSampler, cuda_allocator_peak, cuda_uuid, tracked_peak
     from bench.measure.timing import measure_time
 
     device = torch.device(point.device)
@@ -161,7 +164,8 @@ def measure(point: Point, row: dict) -> None:
         cuda = cuda_allocator_peak(w.step, device)
         row["cuda_peak_alloc_mib"] = round(cuda.peak_alloc_mib, 3)
         row["cuda_peak_reserved_mib"] = round(cuda.peak_reserved_mib, 3)
-        with NvmlSampler(device.index or 0) as nvml:
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        with NvmlSampler(index, uuid=cuda_uuid(index)) as nvml:
             w.step()
             torch.cuda.synchronize(device)
         row["nvml_status"] = nvml.status

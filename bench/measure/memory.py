@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ __all__ = [
     "MEMTRACKER_CATEGORIES",
     "CudaPeak",
     "NvmlSampler",
+    "cuda_uuid",
+    "nvml_handle",
     "TrackedPeak",
     "cuda_allocator_peak",
     "tracked_peak",
@@ -138,6 +141,59 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"
 
 
+def cuda_uuid(cuda_index: int) -> str | None:
+    """NVML's name for torch's cuda:N (`GPU-<uuid>`), read from an initialised CUDA runtime; None
+    when torch cannot tell (older torch, no CUDA)."""
+    try:
+        uuid = torch.cuda.get_device_properties(cuda_index).uuid
+    except Exception:
+        return None
+    text = str(uuid)
+    return text if text.startswith(("GPU-", "MIG-")) else f"GPU-{text}"
+
+
+def nvml_handle(pynvml, cuda_index: int, uuid: str | None = None, environ=None):
+    """The NVML handle of the GPU that is torch's cuda:`cuda_index`. NVML numbers GPUs by PCI bus
+    and ignores CUDA_VISIBLE_DEVICES, while torch's ordinals count the visible GPUs in CUDA's order
+    (fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID), so an ordinal is never used as an NVML
+    index without this mapping:
+    1. `uuid` given (the child, with CUDA initialised: `cuda_uuid`): by UUID;
+    2. else through CUDA_VISIBLE_DEVICES (`environ`, default os.environ): a `GPU-`/`MIG-` entry by
+       UUID; a number is a CUDA ordinal, and so is `cuda_index` when the variable is unset;
+    3. a CUDA ordinal is an NVML index only when CUDA enumerates in PCI order: CUDA_DEVICE_ORDER=
+       PCI_BUS_ID, one GPU, or GPUs all of one model (fastest first then keeps PCI order).
+    Raises LookupError saying why when the GPU cannot be told (never another GPU's handle)."""
+    environ = os.environ if environ is None else environ
+    if uuid:
+        return pynvml.nvmlDeviceGetHandleByUUID(uuid)
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        entries = [entry.strip() for entry in visible.split(",") if entry.strip()]
+        if cuda_index >= len(entries):
+            raise LookupError(f"cuda:{cuda_index} is not among CUDA_VISIBLE_DEVICES={visible!r}")
+        entry = entries[cuda_index]
+        if entry.startswith(("GPU-", "MIG-")):
+            return pynvml.nvmlDeviceGetHandleByUUID(entry)
+        if not (entry.isascii() and entry.isdigit()):
+            raise LookupError(f"CUDA_VISIBLE_DEVICES entry {entry!r} is neither an index nor a UUID")
+        ordinal = int(entry)
+    else:
+        ordinal = cuda_index
+    count = int(pynvml.nvmlDeviceGetCount())
+    if ordinal >= count:
+        raise LookupError(f"CUDA ordinal {ordinal} but NVML sees {count} GPU(s)")
+    if environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID" and count > 1:
+        names = {_text(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i))) for i in range(count)}
+        if len(names) > 1:
+            raise LookupError(f"GPUs of {len(names)} models: CUDA numbers them fastest first, NVML by PCI bus; "
+                              "set CUDA_DEVICE_ORDER=PCI_BUS_ID or give UUIDs in CUDA_VISIBLE_DEVICES")
+    return pynvml.nvmlDeviceGetHandleByIndex(ordinal)
+
+
+def _text(name) -> str:
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
 class NvmlSampler:
     """Context manager sampling NVML device-used memory in a daemon thread.
 
@@ -149,7 +205,7 @@ class NvmlSampler:
     last sample. Never raises because NVML is missing or refuses a query.
     """
 
-    def __init__(self, device_index: int = 0, interval_s: float = 0.005) -> None:
+    def __init__(self, device_index: int = 0, interval_s: float = 0.005, uuid: str | None = None) -> None:
         if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
             raise ValueError(f"Expected device_index to be an integer >= 0, got {device_index!r}.")
         if not (
@@ -159,7 +215,8 @@ class NvmlSampler:
             and interval_s > 0
         ):
             raise ValueError(f"Expected interval_s to be a finite number of seconds > 0, got {interval_s!r}.")
-        self.device_index = device_index
+        self.device_index = device_index  # torch's CUDA ordinal, mapped to NVML by `nvml_handle`
+        self.uuid = uuid
         self.interval_s = float(interval_s)
         self.status: str = "unavailable: sampler was never entered"
         self.peak_used_mib: float | None = None
@@ -190,7 +247,12 @@ class NvmlSampler:
             self.status = f"unavailable: NVML init failed ({_one_line(exc)})"
             return self
         try:
-            handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
+            handle = nvml_handle(pynvml, self.device_index, self.uuid)
+        except Exception as exc:
+            self.status = f"unavailable: cannot tell which NVML device is cuda:{self.device_index} ({_one_line(exc)})"
+            self._shutdown(pynvml)
+            return self
+        try:
             baseline = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
         except Exception as exc:
             self.status = f"unavailable: NVML memory query failed ({_one_line(exc)})"
