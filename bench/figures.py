@@ -448,7 +448,8 @@ def _lines_table(rows: pd.DataFrame, x: str, extra: tuple = ()) -> pd.DataFrame:
 def _attach_metrics(table: pd.DataFrame, metrics: pd.DataFrame | None, join_on: tuple = ()) -> tuple[pd.DataFrame, list]:
     """Add the test metrics of each line (mean over matching training runs), joined by model spec.
 
-    A line with no training run of its exact spec takes its model's default spec (noted). Columns
+    A line with no training run of its exact spec has no metrics (empty cells, listed as not
+    trained): an ablation never shows its default spec's accuracy as if it were its own. Columns
     in `join_on` (e.g. n_layers) must match too. Among several trained configs of one spec, the
     runs at the line's own depth, heads and width are preferred; if none, the most recent run's
     config is used and the note says which.
@@ -465,14 +466,10 @@ def _attach_metrics(table: pd.DataFrame, metrics: pd.DataFrame | None, join_on: 
         return table, notes
     out = {c: [] for c in cols}
     out["metrics_runs"] = []
-    borrowed, other_config = set(), set()
+    other_config = set()
     for _, row in table.iterrows():
         spec = spec_label(row["model"], row["variant"])
         match = metrics[metrics["model_spec"] == spec]
-        if match.empty and spec != row["model"]:
-            match = metrics[metrics["model_spec"] == row["model"]]
-            if not match.empty:
-                borrowed.add(f"{spec} <- {row['model']}")
         for c in joinable:
             match = match[pd.to_numeric(match[c], errors="coerce") == row[c]]
         for c in CONFIG_KEYS:
@@ -488,8 +485,6 @@ def _attach_metrics(table: pd.DataFrame, metrics: pd.DataFrame | None, join_on: 
             out[c].append(match[c].mean() if len(match) else np.nan)
         out["metrics_runs"].append(len(match))
     table = table.assign(**out)
-    if borrowed:
-        notes.append("metrics of the default spec used for: " + "; ".join(sorted(borrowed)))
     if other_config:
         notes.append("no training run at the measured config, so: " + "; ".join(sorted(other_config)))
     untrained = sorted(set(table.loc[table["metrics_runs"] == 0, "line"]))

@@ -139,6 +139,10 @@ def test_every_paper_figure_from_synthetic_rows(tmp_path):
     fig5 = pd.read_csv(out / "fig5_position_activation.csv")
     assert sorted(fig5["setting"]) == sorted(["RoPE", "APE", "LPE", "SiLU", "ReLU", "GELU"])
     assert fig5.set_index("setting").loc["APE", "ndcg@10"] == pytest.approx(0.17)
+    # an ablation without its own training run shows no metric, never the default spec's
+    by_setting = fig5.set_index("setting")["ndcg@10"]
+    assert by_setting["RoPE"] == by_setting["SiLU"] > 0  # the default config is both
+    assert by_setting[["LPE", "ReLU", "GELU"]].isna().all()
     assert _figure(figs, "long_seq_loglog").missing is not None  # this grid has no L >= 256 sweep
     assert "Not drawn: no line swept over two or more lengths L >= 256" in page.read_text()
 
