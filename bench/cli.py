@@ -135,12 +135,19 @@ def _check_path_text(path, flag: str) -> Path:
     return path
 
 
+def _refuse_dangling_link(path: Path, flag: str) -> None:
+    for link in [path, *path.parents]:
+        if link.is_symlink() and not link.exists():
+            raise UsageError(f"{flag} {path}: {link} is a symbolic link to {os.readlink(link)}, which does not exist")
+
+
 def output_dir(path, flag: str = "--out") -> Path:
     """Validate an output folder without creating it: it is a folder or does not exist yet, and the
     folder it is (or its nearest existing parent) can be written. Raises UsageError (one line) for
     a path that is a file, a parent that is a file, a place nothing can be written (/proc, a
     read-only mount, no permission) or a name too long."""
     path = _check_path_text(path, flag)
+    _refuse_dangling_link(path, flag)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {path} is a file, not a folder")
     parent = _nearest_existing(path.absolute())
@@ -154,8 +161,11 @@ def output_file(path, flag: str = "--out") -> Path:
     """Validate an output file path without creating anything: not a folder, and its folder can be
     created and written (see `output_dir`). An existing file must be writable."""
     path = _check_path_text(path, flag)
+    _refuse_dangling_link(path, flag)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; give a file path")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{flag} {path} is not a regular file")
     output_dir(path.parent if str(path.parent) else Path("."), flag)
     if path.exists() and not os.access(path, os.W_OK):
         raise UsageError(f"{flag} {path} is not writable")

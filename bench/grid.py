@@ -144,7 +144,8 @@ def parse_values(text: str) -> tuple[int, ...]:
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
     """`--models`: a comma list of specs. Raises ValueError for an empty list, an empty item
-    (`a,,b`) or a spec given twice (after normalising: `sasrec:b=1:a=2` = `sasrec:a=2:b=1`)."""
+    (`a,,b`) or a spec given twice (after normalising: `sasrec:b=1:a=2` = `sasrec:a=2:b=1`), also
+    as an option set to its default (`sasrec,sasrec:attention=sdpa`: one config, two labels)."""
     items = text.split(",")
     if not text.strip():
         raise ValueError("--models names no model")
@@ -155,6 +156,11 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
         spec = parse_model_spec(item)
         if spec in specs:
             raise ValueError(f"--models lists {spec.label} twice; each point is measured once")
+        same = [other for other in specs if other.name == spec.name
+                and models.make_config(other.name, **dict(other.overrides)) == models.make_config(spec.name, **dict(spec.overrides))]
+        if same:
+            raise ValueError(f"--models: {spec.label} is the same model config as {same[0].label} (an option set to its "
+                             "default); each point is measured once")
         specs.append(spec)
     return specs
 

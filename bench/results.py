@@ -17,6 +17,7 @@ import datetime as dt
 import io
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -144,17 +145,24 @@ def publish(tmp: str | Path, path: Path) -> None:
 
 def lock_for(path: str | Path) -> FileLock:
     """The inter-process lock of the file `path` (its sibling `.NAME.lock`; blocking by default)."""
-    path = Path(path)
+    path = Path(os.path.realpath(path))  # one lock per file, whatever link it is reached through
     return FileLock(path.with_name(f".{path.name}.lock"))
 
 
-def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete the temporary files (`.NAME.*.tmp`, as `write_text_atomic` names them) that a writer
-    killed between creating and renaming its copy left in `folder`; call it only while no writer
-    can be running there (a sweep holds its folder's lock). Returns what was removed."""
+# what `atomic_output` names its temporaries: "." + the file's name + "." + mkstemp's 8 characters + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder: str | Path, names=None) -> list[Path]:
+    """Delete the temporaries that a writer of `folder`'s files killed between creating and renaming
+    its copy left behind: only files named as `atomic_output` names them, and, when `names` (a
+    predicate on the target's file name) is given, only those of the files it accepts; a user's own
+    `.notes.tmp` is never touched. Call it only while no writer can be running there (a sweep holds
+    its folder's lock). Returns what was removed."""
     removed = []
     for stale in sorted(Path(folder).glob(".*.tmp")):
-        if stale.is_file():
+        match = _TEMPORARY.fullmatch(stale.name)
+        if match and stale.is_file() and (names is None or names(match["name"])):
             stale.unlink(missing_ok=True)
             removed.append(stale)
     return removed
@@ -165,8 +173,9 @@ def atomic_output(path: str | Path, mode: str = "w"):
     """Open a unique temporary sibling of `path` (`.NAME.XXXX.tmp`) for writing (`mode` "w" or
     "wb"); when the block ends, flush and fsync it and rename it over `path`. Readers see the old
     file or the whole new one, never a torn one; an error or interrupt inside the block removes the
-    temporary and leaves `path` as it was. The one atomic writer of every command's files."""
-    path = Path(path)
+    temporary and leaves `path` as it was. A symbolic link is written through (its target is
+    replaced, the link kept). The one atomic writer of every command's files."""
+    path = Path(os.path.realpath(path))  # through a symbolic link to its target, never replacing the link
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, **({"newline": ""} if "b" not in mode else {})) as handle:

@@ -105,6 +105,15 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else ""
 
 
+def _kill_group(pid: int) -> None:
+    """SIGKILL the child's process group; it may already be gone (an interrupt that lands just as
+    the child was reaped), which is no error."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 def run_isolated(point: Point) -> dict:
     """Measure `point` in a child process and return its row (never raises for the child's fate)."""
     with tempfile.TemporaryDirectory(prefix=f"{POINT_DIR_PREFIX}{os.getpid()}-") as tmp:
@@ -120,11 +129,11 @@ def run_isolated(point: Point) -> dict:
                 returncode = child.wait(timeout=point.time_limit_s)
                 timed_out = False
             except subprocess.TimeoutExpired:
-                os.killpg(child.pid, signal.SIGKILL)
+                _kill_group(child.pid)
                 returncode = child.wait()
                 timed_out = True
             except BaseException:  # Ctrl-C: never leave an orphan child running
-                os.killpg(child.pid, signal.SIGKILL)
+                _kill_group(child.pid)
                 child.wait()
                 raise
         if row_path.exists() and not timed_out:

@@ -121,17 +121,45 @@ def plan(args: argparse.Namespace):
         raise UsageError(str(err)) from None
     out = cli.output_dir(args.out if args.out is not None else REPO_ROOT / "reports" / f"{args.axis}-{preset.name}")
     csv_path = out / "results.csv"
-    if csv_path.exists() and not args.dry_run:
+    if (csv_path.exists() or csv_path.is_symlink()) and not args.dry_run:
+        if not csv_path.is_file():
+            raise UsageError(f"{csv_path} exists but is not a file (a folder, a dangling link); use a new --out folder")
         if not args.resume:
             raise UsageError(f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder")
-        try:
-            existing = results.read_rows(csv_path)
-        except UnicodeDecodeError:
-            raise UsageError(f"--resume: {csv_path} is not a results file (not UTF-8 text); use a new --out folder") from None
-        except (ValueError, csv.Error) as err:
-            raise UsageError(f"--resume: {' '.join(str(err).split())}") from None
+        existing = resumable_rows(csv_path)
         check_resume_settings(existing, points, csv_path)
     return preset, points, out, csv_path
+
+
+def resumable_rows(csv_path: Path) -> list[dict]:
+    """The rows of a results file `--resume` may append to, read as `results.read_rows` does.
+    Refused (UsageError, one line naming the line and column): a file `bench.plots` could not
+    draw (another schema, a line with the wrong number of cells, a hand-edited cell such as
+    `seq_len` 8.0, which would never match its point and be measured again), and a last line
+    without its end (a torn line the next row would be glued to), an empty file. A header without
+    rows is fine."""
+    from bench.plots import check_results_header, read_csv_records, results_row_problem
+
+    try:
+        text = csv_path.read_bytes()
+        if not text.strip():
+            raise UsageError(f"--resume: {csv_path} is empty, not a results file; remove it or use a new --out folder")
+        header, records = read_csv_records(csv_path, "results.csv")  # UTF-8, cells per line
+        if not text.endswith(b"\n"):
+            raise UsageError(f"--resume: {csv_path}: its last line has no end (a torn or hand-cut line); "
+                             "remove that line or use a new --out folder")
+        check_results_header(csv_path, header)
+        for line, row in records:
+            problem = results_row_problem(row)
+            if problem:
+                raise UsageError(f"--resume: {csv_path} line {line}, column {problem[0]}: {problem[1]}; "
+                                 "fix or remove that line, or use a new --out folder")
+        return results.read_rows(csv_path)
+    except UsageError as err:
+        message = " ".join(str(err).split())
+        raise UsageError(message if message.startswith("--resume") else f"--resume: {message}") from None
+    except (ValueError, csv.Error, OSError) as err:
+        raise UsageError(f"--resume: {' '.join(str(err).split())}") from None
 
 
 def expected_settings(point) -> dict[str, str]:
@@ -282,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
 SWEEP_LOCK_NAME = ".sweep.lock"  # held by the one sweep writing a folder; kept after use
 
 
+def sweep_writes(name: str) -> bool:
+    """The files a sweep writes in its folder (results.csv and the figures): the only ones whose
+    stale temporaries a restart removes."""
+    return name == "results.csv" or (name.endswith(".png") and name.startswith(("time_", "memory_")))
+
+
 def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
     """The sweep proper, while this process holds the folder's lock: clean what a killed sweep
     left, record the command, measure, redraw the figures."""
@@ -291,7 +325,7 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
         print(f"bench.sweep: error: {csv_path} already holds results; pass --resume to continue it or --out "
               "for a new folder", file=sys.stderr)
         return 2
-    stale = results.remove_stale_temporaries(out) + remove_orphaned_point_dirs()
+    stale = results.remove_stale_temporaries(out, sweep_writes) + remove_orphaned_point_dirs()
     if stale:
         print(f"removed what a killed sweep left: {', '.join(p.name for p in stale)}", flush=True)
     with open(out / "command.txt", "a") as handle:  # a resumed run appends its own command

@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 
 import torch
@@ -43,10 +45,32 @@ class SeqRecConfig:
             raise ValueError(f"n_items counts padding id 0 and must be >= 2, got {self.n_items}")
         if self.d_model % self.n_heads:
             raise ValueError(f"n_heads={self.n_heads} does not divide d_model={self.d_model}")
+        self._check_types()
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name.endswith(("dropout", "drop_path")) and not 0.0 <= value < 1.0:
                 raise ValueError(f"{field.name} must be in [0, 1), got {value!r}")
+
+    def _check_types(self) -> None:
+        """Every bool, int, float and str field holds a value of its type (a spec's `gate=maybe`
+        or `local_shortcut=no` would otherwise be truthy text, `d_state=2.5` a float size), numbers
+        finite and non-negative (no config of the suite has a negative one); an int given to a float
+        field becomes a float. Raises ValueError naming the field."""
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            kind, value = hints.get(field.name), getattr(self, field.name)
+            if kind is bool and not isinstance(value, bool):
+                raise ValueError(f"{field.name} must be true or false, got {value!r}")
+            if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+                raise ValueError(f"{field.name} must be an integer, got {value!r}")
+            if kind is float:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ValueError(f"{field.name} must be a number, got {value!r}")
+                object.__setattr__(self, field.name, float(value))
+            if kind in (int, float) and not (math.isfinite(getattr(self, field.name)) and value >= 0):
+                raise ValueError(f"{field.name} must be a finite number >= 0, got {value!r}")
+            if kind is str and not isinstance(value, str):
+                raise ValueError(f"{field.name} must be text, got {value!r}")
 
     @property
     def head_dim(self) -> int:

@@ -154,7 +154,8 @@ def _planned_row(tmp_path: Path, argv: list[str]) -> dict:
     _, points, _, _ = sweep.plan(args)
     point = points[0]
     row = {c: "" for c in results.COLUMNS}
-    row.update(sweep._key_row(point), status="ok", axis=point.axis, **sweep.expected_settings(point))
+    row.update(sweep._key_row(point), status="error", reason="planted", axis=point.axis,
+               **sweep.expected_settings(point))
     return row
 
 
@@ -202,8 +203,8 @@ def test_resume_accepts_rows_of_the_same_settings_and_older_files(tmp_path):
 
 
 @pytest.mark.parametrize("content,words", [
-    ("a,b,c\n1,2,3\n", "different column set"),
-    ("", "different column set"),
+    ("a,b,c\n1,2,3\n", "not a results column"),
+    ("", "is empty"),
     ("\x00\x01\x02garbage\xff", "not UTF-8"),
 ])
 def test_resume_refuses_a_foreign_results_file(content, words, tmp_path):
@@ -238,3 +239,73 @@ def test_a_busy_folder_is_refused_without_writing(tmp_path):
     assert "another running sweep" in line
     with open(out / "results.csv", newline="") as handle:
         assert list(csv.reader(handle)) == [results.COLUMNS]
+
+
+def _damaged(tmp_path: Path, damage: str) -> Path:
+    """A results.csv of one planned row, then damaged the way a hand or a tool can damage it."""
+    out = tmp_path / "run"
+    argv = ["--axis", "seqlen", "--values", "8,16", *TINY, "--threads", "1", "--out", str(out), "--resume"]
+    row = _planned_row(tmp_path, argv)
+    out.mkdir()
+    text = results.csv_text(results.COLUMNS, [row, dict(row, seq_len="16")])
+    if damage == "torn-last-line":
+        text = text[:-20]
+    elif damage == "torn-keeping-keys":
+        text = text[:-300]
+    elif damage == "seq-len-edited":
+        text = text.replace(",8,2,1,1,8,20,", ",8.0,2,1,1,8,20,", 1)
+    elif damage == "cell-dropped":
+        lines = text.splitlines(keepends=True)
+        text = lines[0] + lines[1].replace(",", "", 1) + lines[2]
+    elif damage == "status-unknown":
+        text = text.replace(",error,planted,", ",fine,planted,", 1)
+    (out / "results.csv").write_text(text)
+    return out
+
+
+@pytest.mark.parametrize("damage,words", [
+    ("torn-last-line", "torn"),
+    ("torn-keeping-keys", "no end"),
+    ("seq-len-edited", "column seq_len"),
+    ("cell-dropped", "cells"),
+    ("status-unknown", "column status"),
+])
+def test_resume_refuses_a_damaged_results_file(damage, words, tmp_path):
+    """The breaker's finding: a torn or hand-edited file was appended to (a row glued to a torn
+    line, or an edited key measured again)."""
+    out = _damaged(tmp_path, damage)
+    argv = ["--axis", "seqlen", "--values", "8,16", *TINY, "--threads", "1", "--out", str(out), "--resume"]
+    line = refused(sweep.main, argv, watched=[tmp_path])
+    assert words in line, line
+
+
+def test_results_csv_that_is_a_folder_is_refused(tmp_path):
+    out = tmp_path / "run"
+    (out / "results.csv").mkdir(parents=True)
+    line = refused(sweep.main, ["--axis", "seqlen", "--values", "8", *TINY, "--out", str(out), "--resume"],
+                   watched=[tmp_path])
+    assert "not a file" in line
+
+
+def test_a_dangling_link_as_out_is_refused(tmp_path):
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere" / "x")
+    line = refused(sweep.main, ["--axis", "seqlen", "--values", "8", *TINY, "--out", str(tmp_path / "gone")],
+                   watched=[tmp_path])
+    assert "does not exist" in line
+
+
+@pytest.mark.parametrize("spec,words", [
+    ("recgrela:local_shortcut=no", "true or false"),
+    ("recgrela:gate=maybe", "true or false"),
+    ("recgrela:layer_norm_eps=-1", ">= 0"),
+    ("mamba4rec:d_state=abc", "integer"),
+    ("mamba4rec:d_state=2.5", "integer"),
+    ("sasrec:attention=1", "attention"),
+    ("sasrec,sasrec:attention=sdpa", "same model config"),
+])
+def test_model_options_of_the_wrong_type_are_refused(spec, words, tmp_path):
+    """The breaker's finding: `local_shortcut=no` was truthy text (the shortcut stayed on under a
+    label saying it was off); `d_state=abc` ended in an internal error."""
+    line = refused(sweep.main, _on_tiny_grid("spec", ["--models", spec]) + ["--out", str(tmp_path / "run")],
+                   watched=[tmp_path])
+    assert words in line, line

@@ -152,3 +152,24 @@ def test_resumed_sweep_of_other_threads_measures_nothing_and_says_why(tmp_path):
                                          "--resume"], watched=[out])
     assert "--threads = 1" in line and "this command measures with 2" in line
     assert (out / "results.csv").read_bytes() == before
+
+
+def test_a_restart_removes_only_its_own_temporaries(tmp_path):
+    """The breaker's finding: a restart deleted every `.*.tmp` in --out, a user's file included."""
+    mine = [".results.csv.ab12cd_x.tmp", ".time_train.png.abcdefgh.tmp", ".memory_infer.png.0a1b2c3d.tmp"]
+    theirs = [".draft.tmp", ".notes.txt.abcdefgh.tmp", ".results.csv.tmp", "results.csv.abcdefgh.tmp"]
+    for name in mine + theirs:
+        (tmp_path / name).write_text("x")
+    removed = results.remove_stale_temporaries(tmp_path, sweep.sweep_writes)
+    assert sorted(p.name for p in removed) == sorted(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(theirs)
+
+
+def test_rows_are_appended_through_a_symbolic_link(tmp_path):
+    """The breaker's finding: appending replaced a linked results.csv by a plain file."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (tmp_path / "results.csv").symlink_to(store / "results.csv")
+    for i in range(2):
+        results.append_row(tmp_path / "results.csv", {"model": "m", "workload": "train", "seq_len": i, "status": "ok"})
+    assert (tmp_path / "results.csv").is_symlink() and len(results.read_rows(store / "results.csv")) == 2
