@@ -190,18 +190,27 @@ def _terminate(signum, frame):
 
 def run(main: Callable[[], int]) -> None:
     """`sys.exit(main())` for `python -m bench.X`, so that no command ends in a traceback:
-    - a closed stdout pipe (`... | head`) stops quietly, exit 0;
+    - a closed stdout pipe (`... | head`) does not stop the work: later output goes to /dev/null;
     - SIGTERM (`kill`, a job scheduler) becomes KeyboardInterrupt, so it takes the Ctrl-C path
       (a running child is killed, finished rows are kept); an interrupt that reaches this level,
-      for example while figures are redrawn, is one line, exit 130;
+      for example while figures are redrawn, or one Python swallowed in a destructor, is one
+      line, exit 130; once `main` has returned, signals are ignored (the work is complete);
     - a UsageError the command did not catch is one line, exit 2; an OSError (disk
       full, permission) is one line naming the file, exit 1;
     - any other exception is one line naming it, exit 1; `SEQREC_TRACEBACK=1` shows the traceback.
     """
     prog = _prog(main)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces bench/__init__'s start-up handler
     signal.signal(signal.SIGTERM, _terminate)
+    swallowed = _catch_unraisable_interrupts()
+    sys.stdout = _SurvivingStdout(sys.stdout)
     try:
-        sys.exit(main())
+        code = main()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the work is done: a late signal changes nothing
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if swallowed:
+            raise KeyboardInterrupt
+        sys.exit(code)
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
@@ -227,6 +236,55 @@ def run(main: Callable[[], int]) -> None:
               f"(at {Path(frame.filename).name}:{frame.lineno}; SEQREC_TRACEBACK=1 shows the traceback)",
               file=sys.stderr)
         sys.exit(1)
+
+
+def _catch_unraisable_interrupts() -> list:
+    """An interrupt that lands inside a destructor or weakref callback is 'ignored' by Python (a
+    multi-line 'Exception ignored in ...' on stderr, and the command carries on). Record it
+    instead, so that `run` ends the command as interrupted; returns the list it records into."""
+    swallowed: list = []
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            swallowed.append(unraisable.exc_value)
+        else:
+            default(unraisable)
+
+    sys.unraisablehook = hook
+    return swallowed
+
+
+class _SurvivingStdout:
+    """stdout that outlives its reader: when the pipe closes (`... | head -1`), further output goes
+    to /dev/null and the command's work goes on (a sweep keeps measuring, a training run keeps its
+    epochs) instead of stopping at its next progress line."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _closed(self) -> None:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), self._stream.fileno())
+
+    def write(self, text):
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._closed()
+            return len(text)
+
+    def flush(self):
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._closed()
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                pass
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
 
 
 def _prog(main: Callable) -> str:

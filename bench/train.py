@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 
 import models
 from bench import cli
@@ -511,7 +512,17 @@ def main(argv: list[str] | None = None) -> int:
     say = lambda line: print(line, flush=True)  # noqa: E731
     if dataset.skipped_users:
         say(f"{dataset.source}: skipped {dataset.skipped_users} user(s) with fewer than {seqdata.MIN_ITEMS} items")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run_lock = FileLock(out.parent / f".{out.name}.train.lock", timeout=0)  # one training run per --out
     try:
+        run_lock.acquire()
+    except Timeout:
+        return cli.report_usage_error("bench.train", UsageError(
+            f"{out} is being written by another running bench.train; wait for it or choose another --out"))
+    try:
+        if (out / "metrics.csv").exists():  # a run finished there since `plan` looked
+            return cli.report_usage_error("bench.train", UsageError(
+                f"{out / 'metrics.csv'} already holds a run; choose another --out or remove that folder"))
         train(settings, dataset, out, log=say, command_line=f"python -m bench.train {shlex.join(argv)}")
     except UsageError as err:  # the model did not fit in memory: raised before anything was written
         return cli.report_usage_error("bench.train", err)
@@ -521,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"one in {out / 'checkpoint.pt'}; no test row was written", file=sys.stderr)
         else:
             print(f"bench.train: interrupted before the first epoch completed; no metrics were written"
-                  f"{' (' + str(out) + ' holds config.json only)' if (out / 'config.json').exists() else ''}",
+                  f"{' (' + str(out) + ' holds command.txt and config.json only)' if (out / 'config.json').exists() else ''}",
                   file=sys.stderr)
         return 130
     except RuntimeError as err:
@@ -529,6 +540,8 @@ def main(argv: list[str] | None = None) -> int:
             print("bench.train: error: out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
             return 1
         raise
+    finally:
+        run_lock.release()
     return 0
 
 

@@ -173,3 +173,31 @@ def test_rows_are_appended_through_a_symbolic_link(tmp_path):
     for i in range(2):
         results.append_row(tmp_path / "results.csv", {"model": "m", "workload": "train", "seq_len": i, "status": "ok"})
     assert (tmp_path / "results.csv").is_symlink() and len(results.read_rows(store / "results.csv")) == 2
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_command_starts_is_one_line(signum, tmp_path):
+    """The breaker's finding: Ctrl-C while torch was being imported printed an import traceback,
+    and SIGTERM ended the process silently with 143."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", "--axis", "seqlen", "--values", "8", *TINY,
+                             "--out", str(out)], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.3)  # bench is imported at once; torch takes seconds more
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip().splitlines() == ["bench.sweep: interrupted while starting; nothing was written"]
+    assert not out.exists()
+
+
+def test_a_closed_stdout_does_not_stop_the_sweep(tmp_path):
+    """The breaker's finding: `bench.sweep ... | head -1` stopped after the first point, exit 0."""
+    out, scratch = tmp_path / "run", tmp_path / "scratch"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sweep", "--axis", "seqlen", "--values", "4,6", *TINY,
+                             "--out", str(out)], cwd=REPO, env=_env(scratch), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()  # as `| head -1` does
+    assert proc.wait(timeout=600) == 0, proc.stderr.read()
+    assert len(results.read_rows(out / "results.csv")) == 4

@@ -253,3 +253,17 @@ def test_the_checkpoint_records_the_catalogue_it_was_trained_on(tmp_path, data_f
     assert header["item_fingerprint"] == seqdata.item_fingerprint(dataset.item_ids)
     assert header["item_fingerprint"] != seqdata.item_fingerprint(dataset.item_ids[1:] + dataset.item_ids[:1])
     assert (out / "command.txt").read_text().count("python -m bench.train --model sasrec") == 1
+
+
+def test_a_second_run_on_a_busy_out_is_refused(tmp_path, data_file):
+    """The breaker's finding: two runs on one --out interleaved their epochs in one metrics.csv."""
+    import fcntl
+
+    from tests.badinput import refused
+
+    out = tmp_path / "run"
+    with open(tmp_path / ".run.train.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the other run's FileLock holds it
+        line = refused(trainer.main, ["--model", "linrec", "--data", str(data_file), "--epochs", "1",
+                                      "--out", str(out)] + TINY, watched=[out])
+    assert "another running bench.train" in line and not out.exists()
