@@ -232,6 +232,9 @@ def run(main: Callable[[], int]) -> None:
         if os.environ.get("SEQREC_TRACEBACK"):
             raise
         frame = traceback.extract_tb(err.__traceback__)[-1]
+        if isinstance(err, MemoryError) or "out of memory" in str(err).lower() or "not enough memory" in str(err):
+            print(f"{prog}: error: out of memory ({_one_line(err)[:200]}); choose a smaller shape", file=sys.stderr)
+            sys.exit(1)
         print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "
               f"(at {Path(frame.filename).name}:{frame.lineno}; SEQREC_TRACEBACK=1 shows the traceback)",
               file=sys.stderr)

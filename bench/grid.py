@@ -117,8 +117,8 @@ def parse_model_spec(text: str) -> ModelSpec:
         overrides[key] = parsed
     grid_keys = {"n_items", "max_len", "d_model", "n_layers", "n_heads"}
     if grid_keys & set(overrides):
-        raise ValueError(f"model spec {text!r} sets a grid dimension; use the sweep's flags for "
-                         f"{', '.join(sorted(grid_keys & set(overrides)))}")
+        raise ValueError(f"model spec {text!r} sets a grid dimension ({', '.join(sorted(grid_keys & set(overrides)))}); "
+                         "use the command's own flags for it (--seq-len or --max-len, --d-model, --layers, --heads, --n-items)")
     models.make_config(name, **overrides)  # unknown keys / bad values fail here
     return ModelSpec(name, tuple(sorted(overrides.items())))
 

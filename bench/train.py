@@ -397,7 +397,8 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
     append_csv_row(out / "metrics.csv", METRIC_COLUMNS, row)
     write_text_atomic(out / "test_metrics.json", json.dumps(
         {"model_spec": spec.label, "best_epoch": best_epoch, "stop_reason": stop_reason,
-         "valid": {k: best_valid[k] for k in METRICS}, "test": {k: test[k] for k in (*METRICS, "loss")},
+         "valid": {k: _json_number(best_valid[k]) for k in METRICS},
+         "test": {k: _json_number(test[k]) for k in (*METRICS, "loss")},
          "train_samples": total_samples, "elapsed_seconds": round(now - start, 1),
          "budget": settings.budget(), "seed": settings.seed}, indent=2) + "\n")
     log(f"test (epoch {best_epoch}): {_fmt(test)} hr@5 {test['hr@5']:.4f} ndcg@5 {test['ndcg@5']:.4f} "
@@ -493,6 +494,11 @@ def plan(args: argparse.Namespace) -> tuple[TrainSettings, Path]:
                              prefixes_per_user=args.prefixes_per_user, valid_users=args.valid_users,
                              max_minutes=args.max_minutes, seed=args.seed, device=device)
     return settings, out
+
+
+def _json_number(value):
+    """A metric for strict JSON: a diverged run's NaN or infinite loss becomes null (the CSV keeps 'nan')."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def main(argv: list[str] | None = None) -> int:
