@@ -187,6 +187,7 @@ class Point:
     time_limit_s: int = 900
     mem_limit_gib: float | None = None
     flops: bool = True  # count FLOPs (fvcore, FlopCounterMode) in the child
+    dtype: str = "fp32"  # bench.workload.DTYPES: fp32, or autocast to bf16 / fp16
 
     @property
     def spec(self) -> ModelSpec:
@@ -221,6 +222,7 @@ class GridRequest:
     time_limit_s: int | None = None
     mem_limit_gib: float | None = None
     flops: bool = True
+    dtype: str = "fp32"
 
 
 def build_grid(request: GridRequest) -> list[Point]:
@@ -240,7 +242,8 @@ def build_grid(request: GridRequest) -> list[Point]:
                               warmup=preset.warmup if request.warmup is None else request.warmup,
                               repeats=preset.repeats if request.repeats is None else request.repeats,
                               time_limit_s=request.time_limit_s or preset.time_limit_s,
-                              mem_limit_gib=request.mem_limit_gib, flops=request.flops, **dims)
+                              mem_limit_gib=request.mem_limit_gib, flops=request.flops, dtype=request.dtype,
+                              **dims)
                 try:
                     models.make_config(point.model, **point.model_config())
                 except ValueError as err:

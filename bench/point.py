@@ -26,7 +26,7 @@ import torch
 
 from bench import results
 from bench.grid import Point
-from bench.workload import build_workload
+from bench.workload import DTYPE_NAMES, build_workload
 
 OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
 
@@ -66,7 +66,7 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "faithful_to": model_class.faithful_to,
         "official_substitutions": getattr(model_class, "official_substitutions", ""),
         "device": point.device.split(":")[0], "device_name": device_name(point.device, cuda_initialised),
-        "dtype": "float32", "threads": point.threads or torch.get_num_threads(),
+        "dtype": DTYPE_NAMES[point.dtype], "threads": point.threads or torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
         "mem_limit_gib": point.mem_limit_gib, "time_limit_s": point.time_limit_s, "seed": point.seed,
@@ -93,7 +93,7 @@ def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
     from bench.measure.flops import flopcounter_flops
 
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device)
+                       point.seed, device, point.dtype)
 
     def forward_only():
         with torch.no_grad():
@@ -111,7 +111,7 @@ def measure(point: Point, row: dict) -> None:
 
     device = torch.device(point.device)
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device)
+                       point.seed, device, point.dtype)
     row["params_total"], row["params_trainable"] = w.model.num_params()
     fwd = w.model.forward_flops(point.batch_size, point.seq_len)
     train = point.workload == "train"

@@ -63,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--mem-limit-gib", type=positive_float,
                    help="address-space limit per point on the CPU (default: 90%% of RAM)")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP counters (faster)")
+    p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="fp32 (default), or the step's forward and loss under torch.autocast to bf16 / fp16 "
+                   "(weights and Adam state float32; fp16 training with a GradScaler); recorded in every row")
     p.add_argument("--out", help="output folder (default: reports/<axis>-<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and stop")
     p.add_argument("--resume", action="store_true", help="skip points already in OUT/results.csv")
@@ -83,7 +86,7 @@ MIN_MEM_LIMIT_GIB = 1.0  # below this a child cannot even import torch (its libr
 # How each setting column is set on the command line, for the --resume refusal.
 SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeats": "--repeats",
                  "seed": "the seed", "mem_limit_gib": "--mem-limit-gib", "time_limit_s": "--time-limit",
-                 "flops_counted": "FLOP counting (--no-flops)", "dtype": "the dtype", "torch_version": "torch",
+                 "flops_counted": "FLOP counting (--no-flops)", "dtype": "--dtype", "torch_version": "torch",
                  "device_name": "the device", "perf_env_json": "the performance environment variables"}
 
 
@@ -114,7 +117,7 @@ def plan(args: argparse.Namespace):
         values=values, fixed=fixed, device=device, threads=args.threads, warmup=args.warmup,
         repeats=args.repeats, time_limit_s=args.time_limit,
         mem_limit_gib=args.mem_limit_gib if args.mem_limit_gib else default_mem_limit_gib(device),
-        flops=not args.no_flops)
+        flops=not args.no_flops, dtype=args.dtype)
     try:
         points = build_grid(request)
     except ValueError as err:
@@ -170,10 +173,11 @@ def expected_settings(point) -> dict[str, str]:
     import torch
 
     from bench.point import device_name
+    from bench.workload import DTYPE_NAMES
 
     values = {"threads": point.threads or default_threads(), "time_warmup": point.warmup,
               "time_repeats": point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
-              "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": "float32",
+              "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": DTYPE_NAMES[point.dtype],
               "torch_version": torch.__version__, "device_name": device_name(point.device, False),
               "perf_env_json": json.dumps(results.perf_env(), sort_keys=True)}
     return {column: "" if value is None else str(value) for column, value in values.items()}

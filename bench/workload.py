@@ -6,9 +6,15 @@
 - `train` step: zero_grad(set_to_none) -> forward -> CE loss (+ auxiliary) -> backward -> Adam
   (lr 1e-3), the paper's setting, with the model in train mode (dropout on).
 - `infer` step: forward + full-catalogue scores under `torch.inference_mode()`, eval mode.
+- `dtype` (`DTYPES`): `fp32` runs as built; `bf16` and `fp16` run the forward and the loss under
+  `torch.autocast` (weights and Adam state stay float32, as in mixed-precision training); `fp16`
+  training scales the loss with `torch.amp.GradScaler` (bf16 has float32's range and needs none).
+  On the meta device (FLOP counting: shapes only) no autocast applies; FLOP counts do not depend
+  on the dtype.
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,6 +22,10 @@ import torch
 import torch.nn as nn
 
 import models
+
+# --dtype: name -> the autocast dtype (None: plain float32); the row's `dtype` column is torch's name
+DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPE_NAMES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
 def make_batch(batch_size: int, seq_len: int, n_items: int, seed: int = 0,
@@ -69,21 +79,36 @@ class Workload:
 
 
 def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0,
-                   device: str | torch.device = "cpu") -> Workload:
+                   device: str | torch.device = "cpu", dtype: str = "fp32") -> Workload:
     if kind not in ("train", "infer"):
         raise ValueError(f"workload must be 'train' or 'infer', got {kind!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     torch.manual_seed(seed)
+    device = torch.device(device)
     model = models.build(name, **config).to(device)
     item_seq, target = make_batch(batch_size, config["max_len"], config["n_items"], seed, device)
+    mixed = DTYPES[dtype] is not None and device.type != "meta"
+
+    def autocast():
+        return torch.autocast(device.type, dtype=DTYPES[dtype]) if mixed else contextlib.nullcontext()
+
     if kind == "train":
         model.train()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        scaler = torch.amp.GradScaler(device.type) if mixed and dtype == "fp16" else None
 
         def step():
             optimizer.zero_grad(set_to_none=True)
-            loss = model.loss(item_seq, target)
-            loss.backward()
-            optimizer.step()
+            with autocast():
+                loss = model.loss(item_seq, target)
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: scale the loss so small gradients survive; skip steps with inf/NaN gradients
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
             return loss
 
         return Workload(model, optimizer, (item_seq, target), LossForward(model), step, kind)
@@ -91,7 +116,7 @@ def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: in
     model.eval()
 
     def step():
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             return model.full_scores(item_seq)
 
     return Workload(model, None, (item_seq,), ScoresForward(model), step, kind)

@@ -167,7 +167,7 @@ SETTING_CHANGES = [
     ("mem_limit_gib", "3.5", "--mem-limit-gib"),
     ("time_limit_s", "17", "--time-limit"),
     ("flops_counted", "True", "--no-flops"),
-    ("dtype", "bfloat16", "dtype"),
+    ("dtype", "bfloat16", "--dtype"),
     ("torch_version", "1.0.0", "torch"),
     ("device_name", "Another CPU", "device"),
     ("perf_env_json", '{"THP_MEM_ALLOC_ENABLE": "1"}', "environment"),
