@@ -75,7 +75,7 @@ NUMERIC = GRID + (
     "params_total", "params_trainable", "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms",
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "cuda_peak_alloc_mib", "cuda_peak_reserved_mib",
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter", "fwd_flops_analytic",
-    "step_flops_analytic", "scan_flops_analytic", "threads")
+    "step_flops_analytic", "scan_flops_analytic", "threads", "achieved_tflops", "peak_tflops", "mfu")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
            "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason")
@@ -439,7 +439,7 @@ def _lines_table(rows: pd.DataFrame, x: str, extra: tuple = ()) -> pd.DataFrame:
     """Tidy numbers of a scaling figure: one row per (line, workload, x)."""
     mem = memory_column(rows)
     cols = ["_label", "model", "variant", "workload", x, "status", "time_median_ms", "time_p20_ms",
-            "time_p80_ms", mem, flops_column(rows), "params_total", *extra, "_run"]
+            "time_p80_ms", mem, flops_column(rows), "params_total", "achieved_tflops", "mfu", *extra, "_run"]
     cols = list(dict.fromkeys(c for c in cols if c in rows.columns))
     table = rows[cols].sort_values(["_label", "workload", x]).rename(columns={"_label": "line", "_run": "run"})
     return table.reset_index(drop=True)

@@ -188,6 +188,8 @@ class Point:
     mem_limit_gib: float | None = None
     flops: bool = True  # count FLOPs (fvcore, FlopCounterMode) in the child
     dtype: str = "fp32"  # bench.workload.DTYPES: fp32, or autocast to bf16 / fp16
+    peak_tflops: float | None = None  # the device's peak at this dtype (bench.measure.peak), set by the sweep
+    peak_source: str = ""
 
     @property
     def spec(self) -> ModelSpec:

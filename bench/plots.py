@@ -121,7 +121,8 @@ class ResultsCSVError(UsageError, ValueError):
 # Columns a results.csv written by an older schema may lack (bench.results.read_rows reads them as
 # empty); every other column of bench.results.COLUMNS has been written since the first sweep.
 ADDED_LATER = ("attention_ops", "flopcounter_device", "scan_flops_analytic", "flops_analytic_reason",
-               "fvcore_reason", "perf_env_json", "official_substitutions", "flops_counted")
+               "fvcore_reason", "perf_env_json", "official_substitutions", "flops_counted", "achieved_tflops",
+               "peak_tflops", "peak_source", "mfu")
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_LATER)
 WORKLOADS = ("train", "infer")
 GRID_COLUMNS = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")  # positive integers
@@ -130,7 +131,7 @@ MEASURED_COLUMNS = (
     "params_total", "params_trainable", "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms",
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "tracked_activation_bytes", "cuda_peak_alloc_mib",
     "cuda_peak_reserved_mib", "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
-    "fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic",
+    "fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic", "achieved_tflops", "peak_tflops", "mfu",
     # settings that are numbers
     "time_repeats", "time_warmup", "threads", "mem_limit_gib", "time_limit_s", "seed",
 )

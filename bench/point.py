@@ -71,6 +71,8 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
         "mem_limit_gib": point.mem_limit_gib, "time_limit_s": point.time_limit_s, "seed": point.seed,
         "time_warmup": point.warmup, "time_repeats": point.repeats, "flops_counted": point.flops,
+        "peak_tflops": None if point.peak_tflops is None else round(point.peak_tflops, 4),
+        "peak_source": point.peak_source,
         "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
         "config_json": json.dumps(vars(config), sort_keys=True),
     }
@@ -107,6 +109,7 @@ def measure(point: Point, row: dict) -> None:
     from bench.measure.dispatch import attention_ops, dispatched_ops
     from bench.measure.flops import check_nonzero, fvcore_forward_flops
     from bench.measure.memory import NvmlSampler, cuda_allocator_peak, cuda_uuid, tracked_peak
+    from bench.measure.peak import utilisation
     from bench.measure.timing import measure_time
 
     device = torch.device(point.device)
@@ -154,6 +157,10 @@ def measure(point: Point, row: dict) -> None:
                time_p20_ms=round(timing.p20_ms, 4), time_p80_ms=round(timing.p80_ms, 4),
                time_min_ms=round(timing.min_ms, 4), time_repeats=timing.repeats,
                time_warmup=timing.warmup, timer=timing.timer, threads=timing.threads)
+    step_flops = row.get("step_flops_flopcounter") or row.get("step_flops_analytic")
+    achieved, mfu = utilisation(step_flops, timing.median_ms, point.peak_tflops)
+    row["achieved_tflops"] = None if achieved is None else round(achieved, 6)
+    row["mfu"] = None if mfu is None else round(mfu, 6)
 
     peak = tracked_peak(w.step, *w.tracked, device=device)
     row["tracked_peak_bytes"] = peak.total_bytes

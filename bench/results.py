@@ -53,6 +53,9 @@ COLUMNS = [
     # selective_scan_ref, so the time is not the official kernel's; empty for our own models
     "official_substitutions",
     "flops_counted",  # true: the FLOP counters ran in the child; false: --no-flops (their cells empty)
+    # utilisation (bench.measure.peak): step FLOPs (FlopCounterMode's, else the analytic formula's) per
+    # second of median step time, and that over the device's peak at the row's dtype (MFU)
+    "achieved_tflops", "peak_tflops", "peak_source", "mfu",
 ]
 KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
                "d_model", "n_items", "device"]

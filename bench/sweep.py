@@ -314,6 +314,21 @@ def main(argv: list[str] | None = None) -> int:
 SWEEP_LOCK_NAME = ".sweep.lock"  # held by the one sweep writing a folder; kept after use
 
 
+def with_device_peak(points: list) -> list:
+    """The points with the device's peak TFLOP/s at their dtype (bench.measure.peak): the GPU's
+    datasheet figure, or on the CPU a calibration matmul measured here, once per sweep, at the
+    sweep's threads; every row records it and its source, and its MFU against it."""
+    import dataclasses
+
+    from bench.measure.peak import device_peak
+    from bench.point import device_name
+
+    first = points[0]
+    peak, source = device_peak(first.device, device_name(first.device, False), first.dtype, first.threads)
+    print(f"device peak: {'unknown' if peak is None else f'{peak:.3f} TFLOP/s'} ({source})", flush=True)
+    return [dataclasses.replace(p, peak_tflops=peak, peak_source=source) for p in points]
+
+
 def sweep_writes(name: str) -> bool:
     """The files a sweep writes in its folder (results.csv and the figures): the only ones whose
     stale temporaries a restart removes."""
@@ -329,6 +344,7 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
         print(f"bench.sweep: error: {csv_path} already holds results; pass --resume to continue it or --out "
               "for a new folder", file=sys.stderr)
         return 2
+    points = with_device_peak(points)
     stale = results.remove_stale_temporaries(out, sweep_writes) + remove_orphaned_point_dirs()
     if stale:
         print(f"removed what a killed sweep left: {', '.join(p.name for p in stale)}", flush=True)
