@@ -247,11 +247,12 @@ def _damaged(tmp_path: Path, damage: str) -> Path:
     argv = ["--axis", "seqlen", "--values", "8,16", *TINY, "--threads", "1", "--out", str(out), "--resume"]
     row = _planned_row(tmp_path, argv)
     out.mkdir()
-    text = results.csv_text(results.COLUMNS, [row, dict(row, seq_len="16")])
+    last = results.COLUMNS[-1]
+    text = results.csv_text(results.COLUMNS, [row, dict(row, seq_len="16", **{last: "0.123456"})])
     if damage == "torn-last-line":
         text = text[:-20]
-    elif damage == "torn-keeping-keys":
-        text = text[:-300]
+    elif damage == "torn-keeping-keys":  # every cell there, the last one cut short, no line end
+        text = text[:-4]
     elif damage == "seq-len-edited":
         text = text.replace(",8,2,1,1,8,20,", ",8.0,2,1,1,8,20,", 1)
     elif damage == "cell-dropped":
