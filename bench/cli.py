@@ -172,6 +172,16 @@ def output_file(path, flag: str = "--out") -> Path:
     return path
 
 
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """Whether `err` is an allocation failure: MemoryError, torch.OutOfMemoryError (CUDA) or the
+    RuntimeError a CPU allocation raises under an address-space limit."""
+    return isinstance(err, MemoryError) or (
+        isinstance(err, RuntimeError) and any(m in str(err).lower() for m in OOM_MESSAGES))
+
+
 def clock(seconds: float) -> str:
     """Elapsed or remaining time for progress lines: H:MM:SS."""
     seconds = int(seconds)
@@ -232,7 +242,7 @@ def run(main: Callable[[], int]) -> None:
         if os.environ.get("SEQREC_TRACEBACK"):
             raise
         frame = traceback.extract_tb(err.__traceback__)[-1]
-        if isinstance(err, MemoryError) or "out of memory" in str(err).lower() or "not enough memory" in str(err):
+        if is_out_of_memory(err):
             print(f"{prog}: error: out of memory ({_one_line(err)[:200]}); choose a smaller shape", file=sys.stderr)
             sys.exit(1)
         print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "

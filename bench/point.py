@@ -25,10 +25,9 @@ from pathlib import Path
 import torch
 
 from bench import results
+from bench.cli import is_out_of_memory
 from bench.grid import Point
 from bench.workload import DTYPE_NAMES, build_workload
-
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
 
 
 def device_name(device: str, cuda_initialised: bool) -> str:
@@ -76,12 +75,6 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
         "config_json": json.dumps(vars(config), sort_keys=True),
     }
-
-
-def is_oom(err: BaseException) -> bool:
-    if isinstance(err, (MemoryError, torch.OutOfMemoryError)):
-        return True
-    return isinstance(err, RuntimeError) and any(m in str(err).lower() for m in OOM_MESSAGES)
 
 
 def one_line(err: BaseException) -> str:
@@ -132,7 +125,7 @@ def measure(point: Point, row: dict) -> None:
         except Exception as err:
             # official RecBLR calls int.bit_length on a size, a tensor while tracing): the cell
             # stays empty and says why; the other counters still run
-            if is_oom(err):
+            if is_out_of_memory(err):
                 raise
             row["fvcore_reason"] = one_line(err)
         else:
@@ -191,7 +184,7 @@ def run(point: Point) -> dict:
         measure(point, row)
         row["status"], row["reason"] = "ok", ""
     except Exception as err:
-        row["status"] = "oom" if is_oom(err) else "error"
+        row["status"] = "oom" if is_out_of_memory(err) else "error"
         row["reason"] = one_line(err)
         if row["status"] == "error" and os.environ.get("BENCH_DEBUG"):
             traceback.print_exc()

@@ -82,6 +82,7 @@ def resolve_device(choice: str) -> str:
     return choice
 
 
+SWEEP_LOCK_NAME = ".sweep.lock"  # held by the one sweep writing a folder; kept after use
 MIN_MEM_LIMIT_GIB = 1.0  # below this a child cannot even import torch (its libraries map ~0.6 GiB)
 # How each setting column is set on the command line, for the --resume refusal.
 SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeats": "--repeats",
@@ -302,16 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         folder_lock.acquire()
     except Timeout:
-        print(f"bench.sweep: error: {out} is being written by another running sweep; wait for it to end "
-              "(then --resume) or use another --out", file=sys.stderr)
-        return 2
+        return cli.report_usage_error("bench.sweep", UsageError(
+            f"{out} is being written by another running sweep; wait for it to end (then --resume) or use another --out"))
     try:
         return _run_locked(argv, args, preset, points, out, csv_path)
     finally:
         folder_lock.release()
-
-
-SWEEP_LOCK_NAME = ".sweep.lock"  # held by the one sweep writing a folder; kept after use
 
 
 def with_device_peak(points: list) -> list:
@@ -341,9 +338,8 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
     from bench.runner import remove_orphaned_point_dirs
 
     if csv_path.exists() and not args.resume:  # another sweep finished here since `plan` looked
-        print(f"bench.sweep: error: {csv_path} already holds results; pass --resume to continue it or --out "
-              "for a new folder", file=sys.stderr)
-        return 2
+        return cli.report_usage_error("bench.sweep", UsageError(
+            f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder"))
     points = with_device_peak(points)
     stale = results.remove_stale_temporaries(out, sweep_writes) + remove_orphaned_point_dirs()
     if stale:

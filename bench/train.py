@@ -252,11 +252,6 @@ def _fmt(metrics: dict) -> str:
     return " ".join(f"{name} {metrics[name]:.4f}" for name in ("hr@10", "ndcg@10", "mrr@10"))
 
 
-def _out_of_memory(err: BaseException) -> bool:
-    text = str(err).lower()
-    return isinstance(err, MemoryError) or "out of memory" in text or "can't allocate memory" in text
-
-
 def device_memory_bytes(device: torch.device) -> int | None:
     """Total memory of the device (physical RAM for the CPU); None when it cannot be read."""
     try:
@@ -301,7 +296,7 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
         model = build_model(spec, dataset.n_items, settings.max_len, settings.d_model, settings.n_layers,
                             settings.n_heads).to(device)
     except (RuntimeError, MemoryError) as err:
-        if not _out_of_memory(err):
+        if not cli.is_out_of_memory(err):
             raise
         raise UsageError(f"{spec.label} at {dataset.n_items - 1} items, --max-len {settings.max_len} and these "
                          f"sizes does not fit in memory on {device}; lower --d-model, --layers or --max-len") from None
@@ -542,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         return 130
     except RuntimeError as err:
-        if _out_of_memory(err):
+        if cli.is_out_of_memory(err):
             print("bench.train: error: out of memory; lower --batch-size or --eval-batch-size", file=sys.stderr)
             return 1
         raise
