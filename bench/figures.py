@@ -16,6 +16,7 @@ and no PNG, so the report page can say so.
 | `fig5_position_activation` | Fig. 5 | RecGRELA position encoding (RoPE/APE/LPE) and gate activation (SiLU/ReLU/GELU) |
 | `fig9_rank` | Fig. 9 | feature-matrix rank heatmaps (drawn by `bench.rank.plot_rank_figure`) |
 | `long_seq_loglog` | (not in the paper) | L >= 256: time and memory, log-log, fitted slope per line, where each line overtakes SASRec |
+| `predicted_vs_paper` | Table 3, Fig. 3 | predicted (fake-tensor) train peak memory of RecGRELA and its twin at 1..6 layers against the paper's GPU memory, and Fig. 3's memory/FLOP ratios between models |
 | `ours_vs_official` | (not in the paper) | ours / official twin (`official/NAME`) of step time, tracked peak bytes and step FLOPs per point, params side by side |
 
 Choices that apply to every figure:
@@ -75,10 +76,12 @@ NUMERIC = GRID + (
     "params_total", "params_trainable", "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms",
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "cuda_peak_alloc_mib", "cuda_peak_reserved_mib",
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter", "fwd_flops_analytic",
-    "step_flops_analytic", "scan_flops_analytic", "threads", "achieved_tflops", "peak_tflops", "mfu")
+    "step_flops_analytic", "scan_flops_analytic", "threads", "achieved_tflops", "peak_tflops", "mfu",
+    "compile_time_s", "graph_breaks")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
-           "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason")
+           "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason", "prediction",
+           "compile_backend")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
@@ -135,7 +138,8 @@ def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]
         return pd.DataFrame(columns=list(STRINGS + NUMERIC) + ["_run", "_label"]), []
     df = pd.concat(frames, ignore_index=True)
     df["_order"] = range(len(df))
-    key = [c for c in KEY_COLUMNS if c in df.columns] + ["axis"]  # one point on two axes is two rows
+    # one point on two axes is two rows; so is a point measured and predicted, or in two dtypes or compile modes
+    key = [c for c in KEY_COLUMNS if c in df.columns] + ["axis", "dtype", "prediction", "compile_backend"]
     keys = df[key].astype(str).agg("|".join, axis=1)
     df = df.assign(_key=keys).sort_values(["timestamp_utc", "_order"])
     kept = df.drop_duplicates("_key", keep="last").sort_values("_order")
@@ -1119,8 +1123,91 @@ def _ratio_panels(table: pd.DataFrame, colours: dict, title: str, path: Path) ->
     return save_figure(fig, path)
 
 
+# The RecGRELA paper's GPU memory (RecBole's end-of-run "GPU" cell: torch.cuda.max_memory_reserved / 2**30,
+# over training at B=2048 and full-ranking evaluation at B=4096, fp32, one RTX 4090) and its Fig. 3 ratios.
+PAPER_TABLE3_GIB = {1: 5.96, 2: 7.71, 3: 10.16, 4: 12.70, 5: 15.14, 6: 17.68}  # RecGRELA, L=200, 1..6 layers
+PAPER_FIG3_RATIOS = (  # (what, numerator line, denominator line, column, the paper's ratio)
+    ("LinRec / RecGRELA memory", "linrec", "recgrela", "memory", 1.276),
+    ("LinRec / RecGRELA FLOPs", "linrec", "recgrela", "flops", 1.231),
+    ("RecGRELA / RecBLR memory", "recgrela", "recblr", "memory", 0.87),
+)
+
+
+def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """Predicted (bench.sweep --predict, fake tensors) train-step peak memory against the paper's GPU
+    memory: Table 3 (RecGRELA and its official twin at 1..6 layers, ratio predicted / paper) and
+    Fig. 3's ratios between models at the paper point."""
+    figure = Figure("predicted_vs_paper", "Predicted memory vs the paper (Table 3 and Fig. 3)",
+                    "Tracked peak of one train step predicted under fake tensors (no GPU ran), against the GPU "
+                    "memory the paper reports (RecBole's max_memory_reserved over training and evaluation).")
+    predicted = results[(results["status"] == "predicted") & (results["workload"] == "train")]
+    if predicted.empty:
+        figure.missing = ("no predicted train rows (run `python -m bench.sweep --axis layers --preset paper "
+                          "--predict --device cuda --models recgrela,official/recgrela`)")
+        return figure
+    layers = predicted[predicted["model"].isin(["recgrela", "official/recgrela"]) & (predicted["variant"] == "default")
+                       & (predicted["axis"] == "n_layers")]
+    layers, note = coherent(layers, free=("n_layers",))
+    if note:
+        figure.notes.append(note)
+    layers = separate_settings(figure, layers)
+    tables = []
+    if len(layers):
+        table = layers[["_label", "n_layers", "seq_len", "batch_size", "tracked_peak_bytes", "prediction", "_run"]].copy()
+        table["predicted_gib"] = table["tracked_peak_bytes"] / 2**30
+        table["paper_gib"] = table["n_layers"].map(PAPER_TABLE3_GIB)
+        table["predicted_over_paper"] = table["predicted_gib"] / table["paper_gib"]
+        table = table.rename(columns={"_label": "line", "_run": "run"}).sort_values(["line", "n_layers"])
+        table.insert(0, "part", "Table 3")
+        tables.append(table)
+        if not (layers["batch_size"] == 2048).all() or not (layers["seq_len"] == PAPER_SEQ_LEN).all():
+            figure.notes.append("Table 3 rows are not at the paper's B=2048, L=200: the ratios compare other sizes")
+    at_point = predicted[predicted["variant"] == "default"]
+    if len(at_point):
+        rows, note = closest_point(at_point)
+        figure.notes.append(f"Fig. 3 ratios: {note}")
+        by_model = rows.groupby("model").last()
+        ratios = []
+        for what, top, bottom, kind, paper in PAPER_FIG3_RATIOS:
+            column = "tracked_peak_bytes" if kind == "memory" else flops_column(rows)
+            if top in by_model.index and bottom in by_model.index:
+                ours = float(by_model.loc[top, column]) / float(by_model.loc[bottom, column])
+                ratios.append({"part": "Fig. 3", "line": what, "predicted_ratio": ours, "paper_ratio": paper,
+                               "predicted_over_paper": ours / paper})
+            else:
+                figure.notes.append(f"{what}: no predicted row of {top} or {bottom} at that point")
+        if ratios:
+            tables.append(pd.DataFrame(ratios))
+    if not tables:
+        figure.missing = "no predicted RecGRELA rows over layers and no predicted models at one point"
+        return figure
+    figure.table = pd.concat(tables, ignore_index=True)
+    figure.runs = sorted(set(predicted["_run"]))
+    figure.notes.append("the paper's figure is max_memory_reserved (allocator blocks, its caching reserve and "
+                        "fragmentation, the full-ranking evaluation at B=4096 included; CUDA context excluded); the "
+                        "prediction counts live tensor bytes only, rounded to 512 B per storage for a CUDA target")
+    if len(layers):
+        fig, ax = plt.subplots(figsize=(7.5, 4.6))
+        for label in sorted(layers["_label"].unique()):
+            part = table[table["line"] == label]
+            ax.plot(part["n_layers"], part["predicted_gib"], marker="o", linestyle="--",
+                    color=colour_of(colours, label), label=f"{label} (predicted)")
+        paper = sorted(PAPER_TABLE3_GIB.items())
+        ax.plot([k for k, _ in paper], [v for _, v in paper], marker="s", color="black",
+                label="RecGRELA, paper Table 3 (GPU, reserved)")
+        ax.set_xlabel("n_layers")
+        ax.set_ylabel("train peak memory (GiB)")
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
+        ax.set_title("Table 3: predicted tracked peak vs the paper's GPU memory", fontsize=10)
+        figure.png = save_figure(fig, out_dir / f"{figure.key}.png")
+    return figure
+
+
 FIGURES = (fig3_memory_flops_ndcg, table3_recgrela_layers, fig6_layers_recgrela_sigma,
-           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog, ours_vs_official)
+           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog, ours_vs_official,
+           predicted_vs_paper)
 
 
 def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: Path | None,
@@ -1130,9 +1217,10 @@ def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: P
     out_dir.mkdir(parents=True, exist_ok=True)
     colours = _colours(sorted(set(results["_label"]))) if len(results) else {}
     figures = []
+    measured = results[results["status"] != "predicted"]  # predicted rows meet the paper in their own figure only
     for make in FIGURES:
         try:
-            figure = make(results, metrics, colours, out_dir)
+            figure = make(results if make is predicted_vs_paper else measured, metrics, colours, out_dir)
         except Exception as err:
             key = make.__name__
             figure = Figure(key, key, "", missing=f"drawing failed: {type(err).__name__}: {err}")

@@ -190,6 +190,8 @@ class Point:
     dtype: str = "fp32"  # bench.workload.DTYPES: fp32, or autocast to bf16 / fp16
     peak_tflops: float | None = None  # the device's peak at this dtype (bench.measure.peak), set by the sweep
     peak_source: str = ""
+    predict: bool = False  # predict the cost under fake tensors (bench.measure.predict) instead of measuring
+    compile: str = ""  # torch.compile backend of the step's forward and loss ("": eager)
 
     @property
     def spec(self) -> ModelSpec:
@@ -225,6 +227,8 @@ class GridRequest:
     mem_limit_gib: float | None = None
     flops: bool = True
     dtype: str = "fp32"
+    predict: bool = False
+    compile: str = ""
 
 
 def build_grid(request: GridRequest) -> list[Point]:
@@ -245,7 +249,7 @@ def build_grid(request: GridRequest) -> list[Point]:
                               repeats=preset.repeats if request.repeats is None else request.repeats,
                               time_limit_s=request.time_limit_s or preset.time_limit_s,
                               mem_limit_gib=request.mem_limit_gib, flops=request.flops, dtype=request.dtype,
-                              **dims)
+                              predict=request.predict, compile=request.compile, **dims)
                 try:
                     models.make_config(point.model, **point.model_config())
                 except ValueError as err:

@@ -122,7 +122,8 @@ class ResultsCSVError(UsageError, ValueError):
 # empty); every other column of bench.results.COLUMNS has been written since the first sweep.
 ADDED_LATER = ("attention_ops", "flopcounter_device", "scan_flops_analytic", "flops_analytic_reason",
                "fvcore_reason", "perf_env_json", "official_substitutions", "flops_counted", "achieved_tflops",
-               "peak_tflops", "peak_source", "mfu")
+               "peak_tflops", "peak_source", "mfu", "tracked_categories_json", "prediction", "compile_backend",
+               "compile_time_s", "graph_breaks", "tracked_reason")
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_LATER)
 WORKLOADS = ("train", "infer")
 GRID_COLUMNS = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")  # positive integers
@@ -132,6 +133,7 @@ MEASURED_COLUMNS = (
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "tracked_activation_bytes", "cuda_peak_alloc_mib",
     "cuda_peak_reserved_mib", "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
     "fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic", "achieved_tflops", "peak_tflops", "mfu",
+    "compile_time_s", "graph_breaks",
     # settings that are numbers
     "time_repeats", "time_warmup", "threads", "mem_limit_gib", "time_limit_s", "seed",
 )
@@ -263,10 +265,17 @@ def results_row_problem(row: dict) -> tuple[str, str] | None:
             problem = number_problem(row[column], signed=column in SIGNED_COLUMNS)
             if problem:
                 return column, problem
+    if status == "predicted":
+        if row.get("time_median_ms", "").strip():
+            return "time_median_ms", "a predicted row has no time (nothing ran), but this one has"
+        if not row.get("tracked_peak_mib", "").strip():
+            return "tracked_peak_mib", "a predicted row must have its predicted peak memory (empty here)"
+        if not row.get("prediction", "").strip():
+            return "prediction", "a predicted row must say how it was predicted (empty here)"
     if status == "ok":
         if not row["time_median_ms"].strip():
             return "time_median_ms", "an ok row must have its median step time (empty here)"
-        if not any(row[c].strip() for c in MEMORY_COLUMNS):
+        if not any(row[c].strip() for c in MEMORY_COLUMNS) and not row.get("tracked_reason", "").strip():
             return "tracked_peak_mib", "an ok row must have its peak memory (tracked_peak_mib empty here)"
     return None
 
@@ -500,7 +509,9 @@ def _draw(
     path: Path,
     split: Sequence[str] = (),
 ) -> Path:
-    ok = group[group["status"] == "ok"]
+    # a predicted row (bench.sweep --predict) has memory but no time; its line is dashed and says so
+    drawn = ("ok", "predicted") if metric == "memory" else ("ok",)
+    ok = group[group["status"].isin(drawn)]
     if metric == "time":
         ycol, lo_col, hi_col = "time_median_ms", "time_p20_ms", "time_p80_ms"
         ylabel = TIME_YLABEL.get(workload, f"{workload} time (ms, median)")
@@ -508,6 +519,8 @@ def _draw(
         ycol = _memory_column(ok)
         lo_col = hi_col = None
         ylabel = MEM_YLABEL[ycol]
+        if len(ok) and (ok["status"] == "predicted").all():
+            ylabel = "predicted " + ylabel
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     top_edge = mtransforms.blended_transform_factory(ax.transData, ax.transAxes)
@@ -519,7 +532,10 @@ def _draw(
 
     for lab, rows in series(group).items():
         colour = colours[lab]
-        sub = rows[(rows["status"] == "ok") & rows[ycol].notna() & rows[axis].notna()]
+        sub = rows[rows["status"].isin(drawn) & rows[ycol].notna() & rows[axis].notna()]
+        predicted = len(sub) > 0 and (sub["status"] == "predicted").all()
+        label = f"{lab} (predicted)" if predicted else lab
+        style = "--" if predicted else "-"
         agg_cols = {ycol: "median"}
         if lo_col and hi_col:
             agg_cols.update({lo_col: "median", hi_col: "median"})
@@ -527,7 +543,8 @@ def _draw(
         if pts is not None and len(pts):
             xs = pts.index.to_numpy(dtype=float)
             ys = pts[ycol].to_numpy(dtype=float)
-            (line,) = ax.plot(xs, ys, marker="o", markersize=5, linewidth=1.6, color=colour, label=lab)
+            (line,) = ax.plot(xs, ys, marker="o", markersize=5, linewidth=1.6, linestyle=style, color=colour,
+                              label=label)
             all_y.extend(ys.tolist())
             if lo_col and hi_col:
                 lo = pts[lo_col].to_numpy(dtype=float)
@@ -679,6 +696,8 @@ def plot_sweep(results: pd.DataFrame, out_dir: Path) -> list[Path]:
             split = [c for c in SETTINGS_COLUMNS if any(c in cols for cols in group["_split_by"])]
             suffix = f"_{_safe(axis)}" if len(axes) > 1 else ""
             for metric in METRICS:
+                if metric == "time" and (group["status"] == "predicted").all():
+                    continue  # predicted rows have no time
                 path = out_dir / f"{metric}_{_safe(workload)}{suffix}.png"
                 if path.parent != out_dir:  # never: _safe keeps no separator
                     raise ValueError(f"figure name {path.name!r} would leave {out_dir}")

@@ -50,9 +50,18 @@ def device_name(device: str, cuda_initialised: bool) -> str:
     return results.cpu_name()
 
 
+def point_device_name(point: Point, cuda_initialised: bool = False) -> str:
+    """The `device_name` cell of a point's row: the device that measures it, or for a predicted
+    point (nothing runs on the target) the CPU that predicted it."""
+    if point.predict:
+        return f"none: predicted on {results.cpu_name()}"
+    return device_name(point.device, cuda_initialised)
+
+
 def base_row(point: Point, cuda_initialised: bool = False) -> dict:
     """Identity, grid and environment columns of a point's row (no measurements)."""
     import models
+    from bench.measure.predict import prediction_method
 
     model_class = models.model_class(point.model)
     config = models.make_config(point.model, **point.model_config())
@@ -64,16 +73,19 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "causal": model_class.causal, "reconstruction": model_class.reconstruction,
         "faithful_to": model_class.faithful_to,
         "official_substitutions": getattr(model_class, "official_substitutions", ""),
-        "device": point.device.split(":")[0], "device_name": device_name(point.device, cuda_initialised),
+        "device": point.device.split(":")[0], "device_name": point_device_name(point, cuda_initialised),
         "dtype": DTYPE_NAMES[point.dtype], "threads": point.threads or torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
         "mem_limit_gib": point.mem_limit_gib, "time_limit_s": point.time_limit_s, "seed": point.seed,
-        "time_warmup": point.warmup, "time_repeats": point.repeats, "flops_counted": point.flops,
+        "time_warmup": None if point.predict else point.warmup, "time_repeats": None if point.predict else point.repeats,
+        "flops_counted": point.flops,
         "peak_tflops": None if point.peak_tflops is None else round(point.peak_tflops, 4),
         "peak_source": point.peak_source,
         "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
         "config_json": json.dumps(vars(config), sort_keys=True),
+        "prediction": prediction_method(point.device) if point.predict else "",
+        "compile_backend": point.compile,
     }
 
 
@@ -97,6 +109,49 @@ def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
     return flopcounter_flops(forward_only), flopcounter_flops(w.step)
 
 
+def analytic_flops(point: Point, model, row: dict) -> None:
+    """The analytic FLOP cells (each model's formula), or the reason they stay empty."""
+    fwd = model.forward_flops(point.batch_size, point.seq_len)
+    train = point.workload == "train"
+    if fwd is None:  # no formula (an official twin): the cells stay empty and say why
+        row["flops_analytic_reason"] = model.analytic_flops_reason
+    else:
+        row["fwd_flops_analytic"] = fwd
+        row["step_flops_analytic"] = model.step_flops(point.batch_size, point.seq_len) if train else fwd
+        scan = model.scan_flops(point.batch_size, point.seq_len)
+        row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
+
+
+def fill_tracked_peak(row: dict, peak) -> None:
+    """The tracked-memory cells from a bench.measure.memory.TrackedPeak."""
+    row["tracked_peak_bytes"] = peak.total_bytes
+    row["tracked_peak_mib"] = round(peak.total_bytes / 2**20, 3)
+    row["tracked_activation_bytes"] = peak.by_category_bytes.get("Activation")
+    row["tracked_categories_json"] = json.dumps(peak.by_category_bytes, sort_keys=True)
+
+
+COMPILED_NOT_TRACKED = ("not measured under --compile: dynamo runs the step eagerly inside MemTracker's dispatch mode, "
+                        "so it would be the eager step's peak; on CUDA the allocator peak is the compiled step's")
+
+
+def compile_first_call(w, device: torch.device, row: dict) -> None:
+    """Run a compiled workload's first step (compilation plus one step) and record its wall time in
+    `compile_time_s` and the graph breaks dynamo counted in `graph_breaks`; a compilation failure
+    raises (the row becomes `error` with the reason)."""
+    import time
+
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    began = time.perf_counter()
+    w.step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    row["compile_time_s"] = round(time.perf_counter() - began, 3)
+    row["graph_breaks"] = sum(torch._dynamo.utils.counters["graph_break"].values())
+
+
 def measure(point: Point, row: dict) -> None:
     """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
     from bench.measure.dispatch import attention_ops, dispatched_ops
@@ -107,19 +162,11 @@ def measure(point: Point, row: dict) -> None:
 
     device = torch.device(point.device)
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device, point.dtype)
+                       point.seed, device, point.dtype, point.compile)
     row["params_total"], row["params_trainable"] = w.model.num_params()
-    fwd = w.model.forward_flops(point.batch_size, point.seq_len)
-    train = point.workload == "train"
-    if fwd is None:  # no formula (an official twin): the cells stay empty and say why
-        row["flops_analytic_reason"] = w.model.analytic_flops_reason
-    else:
-        row["fwd_flops_analytic"] = fwd
-        row["step_flops_analytic"] = w.model.step_flops(point.batch_size, point.seq_len) if train else fwd
-        scan = w.model.scan_flops(point.batch_size, point.seq_len)
-        row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
+    analytic_flops(point, w.model, row)
 
-    if point.flops:
+    if point.flops:  # on eager copies: a compiled graph computes the same products
         try:
             count = fvcore_forward_flops(w.forward_module, w.inputs)
         except Exception as err:
@@ -144,7 +191,14 @@ def measure(point: Point, row: dict) -> None:
         row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", fwd_count)
         row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", step_count)
 
-    row["attention_ops"] = attention_ops(dispatched_ops(w.step))
+    if point.compile:
+        compile_first_call(w, device, row)
+        # dynamo runs a compiled function eagerly while a dispatch mode (the op recorder, MemTracker) is
+        # active, so neither can see what the compiled step runs: their cells stay empty and say so
+        row["attention_ops"] = ""
+        row["tracked_reason"] = COMPILED_NOT_TRACKED
+    else:
+        row["attention_ops"] = attention_ops(dispatched_ops(w.step))
     timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
     row.update(time_median_ms=round(timing.median_ms, 4), time_iqr_ms=round(timing.iqr_ms, 4),
                time_p20_ms=round(timing.p20_ms, 4), time_p80_ms=round(timing.p80_ms, 4),
@@ -155,10 +209,8 @@ def measure(point: Point, row: dict) -> None:
     row["achieved_tflops"] = None if achieved is None else round(achieved, 6)
     row["mfu"] = None if mfu is None else round(mfu, 6)
 
-    peak = tracked_peak(w.step, *w.tracked, device=device)
-    row["tracked_peak_bytes"] = peak.total_bytes
-    row["tracked_peak_mib"] = round(peak.total_bytes / 2**20, 3)
-    row["tracked_activation_bytes"] = peak.by_category_bytes.get("Activation")
+    if not point.compile:
+        fill_tracked_peak(row, tracked_peak(w.step, *w.tracked, device=device))
 
     if device.type == "cuda":
         cuda = cuda_allocator_peak(w.step, device)
@@ -174,15 +226,65 @@ def measure(point: Point, row: dict) -> None:
         row["nvml_status"] = "not applicable: cpu"
 
 
+def predict(point: Point, row: dict) -> None:
+    """Fill `row` with the predicted cost of one step (bench.measure.predict): the step runs under
+    fake tensors, nothing is allocated or timed. Filled: parameters, analytic FLOPs, FlopCounterMode's
+    forward and step FLOPs of the fake step, the attention kernels dispatched, the tracked peak by
+    category (rounded per storage as CUDA does for a CUDA target). Empty with a reason: fvcore (it
+    traces a real forward), time, the allocator and NVML peaks, MFU. Raises RuntimeError for code
+    that reads a tensor's value on the host (official LRURec's `.item()`)."""
+    from bench.measure.predict import prediction_method
+
+    row["prediction"] = prediction_method(point.device)
+    row["nvml_status"] = "not applicable: predicted"
+    from torch._subclasses.fake_tensor import DataDependentOutputException
+
+    try:
+        _predict(point, row)
+    except DataDependentOutputException as err:
+        raise RuntimeError(f"cannot be predicted: the code reads a tensor's value on the host ({err}, e.g. .item()), "
+                           "which fake tensors do not have") from None
+
+
+def _predict(point: Point, row: dict) -> None:
+    from bench.measure.dispatch import attention_ops, dispatched_ops
+    from bench.measure.flops import check_nonzero, flopcounter_flops
+    from bench.measure.predict import fake_workload, predicted_peak
+
+    w, mode = fake_workload(point.model, point.model_config(), point.workload, point.batch_size,
+                            point.seed, point.dtype)
+    row["params_total"], row["params_trainable"] = w.model.num_params()
+    analytic_flops(point, w.model, row)
+    if point.flops:
+        row["fvcore_reason"] = "not run when predicting: fvcore traces a real forward"
+
+        def forward_only():
+            with torch.no_grad():
+                return w.forward_module(*w.inputs)
+
+        with mode:
+            row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
+            row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
+        row["flopcounter_device"] = "fake"
+    with mode:
+        row["attention_ops"] = attention_ops(dispatched_ops(w.step))
+    fill_tracked_peak(row, predicted_peak(w, mode, point.device))
+
+
 def run(point: Point) -> dict:
     if point.threads:
         torch.set_num_threads(point.threads)
-    if point.device.startswith("cuda"):
+    on_cuda = point.device.startswith("cuda") and not point.predict
+    if on_cuda:
         torch.cuda.init()
-    row = base_row(point, cuda_initialised=point.device.startswith("cuda"))
+    row = base_row(point, cuda_initialised=on_cuda)
     try:
-        measure(point, row)
-        row["status"], row["reason"] = "ok", ""
+        if point.predict:
+            predict(point, row)
+            row["status"], row["reason"] = "predicted", ""
+        else:
+            measure(point, row)
+            row["status"], row["reason"] = "ok", ""
     except Exception as err:
         row["status"] = "oom" if is_out_of_memory(err) else "error"
         row["reason"] = one_line(err)

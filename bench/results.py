@@ -56,14 +56,22 @@ COLUMNS = [
     # utilisation (bench.measure.peak): step FLOPs (FlopCounterMode's, else the analytic formula's) per
     # second of median step time, and that over the device's peak at the row's dtype (MFU)
     "achieved_tflops", "peak_tflops", "peak_source", "mfu",
+    # the tracked peak's breakdown by MemTracker category (Parameter, Gradient, Optstate, Activation, ...)
+    "tracked_categories_json",
+    # status `predicted`: how (bench.measure.predict.prediction_method); empty for a measured row
+    "prediction",
+    # torch.compile: the backend ("" = eager), the first call's wall time (compilation + one step),
+    # and the graph breaks dynamo reported
+    "compile_backend", "compile_time_s", "graph_breaks",
+    "tracked_reason",  # why the tracked cells are empty (under --compile)
 ]
 KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
                "d_model", "n_items", "device"]
-STATUSES = ("ok", "oom", "timeout", "error")
+STATUSES = ("ok", "oom", "timeout", "error", "predicted")  # predicted: --predict, nothing ran
 # How a row was measured, beyond its key: rows that differ in any of these are not one series
 # (a resumed sweep refuses to mix them; figures never join them into one line).
-SETTINGS_COLUMNS = ["threads", "time_warmup", "time_repeats", "seed", "flops_counted", "dtype", "torch_version",
-                    "device_name", "perf_env_json"]
+SETTINGS_COLUMNS = ["prediction", "compile_backend", "threads", "time_warmup", "time_repeats", "seed", "flops_counted",
+                    "dtype", "torch_version", "device_name", "perf_env_json"]
 # The limits decide only whether a point fails (oom, timeout), not the value it measures: figures may
 # join rows of other limits, but a resumed sweep keeps them equal too (a point that failed under one
 # limit would never be retried under the other).

@@ -7,6 +7,8 @@ Examples:
   python -m bench.sweep --axis seqlen --values 64,128,256 --batch-size 16 --layers 2
   python -m bench.sweep --axis layers --models recgrela,recgrela:local_shortcut=false:position=ape
   python -m bench.sweep --axis seqlen --values 200,1000 --batch-size 64 --layers 4 --heads 4 --models recgrela,official/recgrela
+  python -m bench.sweep --axis layers --preset paper --predict --device cuda   # predicted, no GPU needed
+  python -m bench.sweep --axis seqlen --models sasrec,recgrela --compile --dtype bf16
   python -m bench.sweep --axis seqlen --dry-run             # print the grid and stop
   python -m bench.sweep --axis seqlen --out reports/my-run --resume   # continue a killed run
 
@@ -18,6 +20,13 @@ OUT/results.csv as each point ends; a killed sweep keeps every finished row and 
 them. Out-of-memory, timeouts and errors become rows with that status and the sweep goes on.
 `official/NAME` measures the official code of NAME (its twin, bench.adapters.official) the same way.
 The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
+
+`--predict` runs nothing: each point's step is run under fake tensors (bench.measure.predict), which
+gives its exact tracked peak memory (by category) and FlopCounterMode's FLOPs in seconds at any
+size, without allocating; rows have status `predicted` and no time. `--device cuda` with `--predict`
+needs no GPU: storages are rounded as CUDA's allocator rounds them (the `prediction` column says so).
+`--compile [BACKEND]` runs the step's forward and loss through torch.compile (default inductor); the
+first call (compilation plus one step) is timed apart in `compile_time_s`, graph breaks are counted.
 """
 from __future__ import annotations
 
@@ -66,18 +75,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="fp32 (default), or the step's forward and loss under torch.autocast to bf16 / fp16 "
                    "(weights and Adam state float32; fp16 training with a GradScaler); recorded in every row")
+    p.add_argument("--predict", action="store_true",
+                   help="predict each point under fake tensors instead of measuring it: exact tracked peak memory "
+                   "and FLOPs, no time, nothing allocated; with --device cuda no GPU is needed")
+    p.add_argument("--compile", nargs="?", const="inductor", default="", choices=COMPILE_BACKENDS, metavar="BACKEND",
+                   help="torch.compile the step's forward and loss with BACKEND (%(const)s when none is given; "
+                   f"one of {', '.join(COMPILE_BACKENDS)}); compile time is recorded apart from step time")
     p.add_argument("--out", help="output folder (default: reports/<axis>-<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and stop")
     p.add_argument("--resume", action="store_true", help="skip points already in OUT/results.csv")
     return p
 
 
-def resolve_device(choice: str) -> str:
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends; bench.workload.compile_step
+
+
+def resolve_device(choice: str, predict: bool = False) -> str:
+    """`--device`: auto picks CUDA when torch sees it; cuda without a CUDA device is refused,
+    except when predicting (nothing runs on the target)."""
     import torch
 
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available():
+    if choice == "cuda" and not torch.cuda.is_available() and not predict:
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     return choice
 
@@ -88,12 +108,18 @@ MIN_MEM_LIMIT_GIB = 1.0  # below this a child cannot even import torch (its libr
 SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeats": "--repeats",
                  "seed": "the seed", "mem_limit_gib": "--mem-limit-gib", "time_limit_s": "--time-limit",
                  "flops_counted": "FLOP counting (--no-flops)", "dtype": "--dtype", "torch_version": "torch",
-                 "device_name": "the device", "perf_env_json": "the performance environment variables"}
+                 "device_name": "the device", "perf_env_json": "the performance environment variables",
+                 "prediction": "--predict (and its target --device)", "compile_backend": "--compile"}
 
 
 def plan(args: argparse.Namespace):
     """Validate everything and build the grid; raises UsageError before anything is written."""
-    device = resolve_device(args.device)
+    device = resolve_device(args.device, args.predict)
+    if args.predict:
+        given = [flag for flag, value in (("--compile", args.compile), ("--warmup", args.warmup is not None),
+                                          ("--repeats", args.repeats is not None)) if value]
+        if given:
+            raise UsageError(f"--predict runs no step for real; {' and '.join(given)} cannot apply to it")
     preset = PRESETS[args.preset or ("paper" if device == "cuda" else "quick")]
     try:
         specs = parse_model_specs(args.models)
@@ -118,7 +144,7 @@ def plan(args: argparse.Namespace):
         values=values, fixed=fixed, device=device, threads=args.threads, warmup=args.warmup,
         repeats=args.repeats, time_limit_s=args.time_limit,
         mem_limit_gib=args.mem_limit_gib if args.mem_limit_gib else default_mem_limit_gib(device),
-        flops=not args.no_flops, dtype=args.dtype)
+        flops=not args.no_flops, dtype=args.dtype, predict=args.predict, compile=args.compile)
     try:
         points = build_grid(request)
     except ValueError as err:
@@ -173,14 +199,16 @@ def expected_settings(point) -> dict[str, str]:
 
     import torch
 
-    from bench.point import device_name
+    from bench.measure.predict import prediction_method
+    from bench.point import point_device_name
     from bench.workload import DTYPE_NAMES
 
-    values = {"threads": point.threads or default_threads(), "time_warmup": point.warmup,
-              "time_repeats": point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
+    values = {"threads": point.threads or default_threads(), "time_warmup": None if point.predict else point.warmup,
+              "time_repeats": None if point.predict else point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
               "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": DTYPE_NAMES[point.dtype],
-              "torch_version": torch.__version__, "device_name": device_name(point.device, False),
-              "perf_env_json": json.dumps(results.perf_env(), sort_keys=True)}
+              "torch_version": torch.__version__, "device_name": point_device_name(point),
+              "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
+              "prediction": prediction_method(point.device) if point.predict else "", "compile_backend": point.compile}
     return {column: "" if value is None else str(value) for column, value in values.items()}
 
 
@@ -220,10 +248,14 @@ def describe(point) -> str:
 
 
 def summary(row: dict) -> str:
+    if row.get("status") == "predicted":
+        return f"predicted {float(row['tracked_peak_mib']):.1f} MiB tracked"
     if row.get("status") != "ok":
         return f"{row.get('status')}: {row.get('reason', '')}"
     mib = row.get("tracked_peak_mib")
-    return f"ok {float(row['time_median_ms']):.1f} ms, {float(mib):.1f} MiB tracked"
+    memory = "memory not tracked" if mib in (None, "") else f"{float(mib):.1f} MiB tracked"
+    compiled = f", compiled in {float(row['compile_time_s']):.1f} s" if row.get("compile_time_s") not in (None, "") else ""
+    return f"ok {float(row['time_median_ms']):.1f} ms, {memory}{compiled}"
 
 
 def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
@@ -321,6 +353,8 @@ def with_device_peak(points: list) -> list:
     from bench.point import device_name
 
     first = points[0]
+    if first.predict:  # no step time, so no utilisation
+        return points
     peak, source = device_peak(first.device, device_name(first.device, False), first.dtype, first.threads)
     print(f"device peak: {'unknown' if peak is None else f'{peak:.3f} TFLOP/s'} ({source})", flush=True)
     return [dataclasses.replace(p, peak_tflops=peak, peak_source=source) for p in points]

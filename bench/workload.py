@@ -79,15 +79,34 @@ class Workload:
 
 
 def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0,
-                   device: str | torch.device = "cpu", dtype: str = "fp32") -> Workload:
-    if kind not in ("train", "infer"):
-        raise ValueError(f"workload must be 'train' or 'infer', got {kind!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+                   device: str | torch.device = "cpu", dtype: str = "fp32", compile: str = "") -> Workload:
+    """The step of `kind` for model `name` with `config`, its inputs from `make_batch`, built on
+    `device` (the model seeded with `seed`); `compile` names a torch.compile backend for the
+    forward and loss ("" = eager). Raises ValueError for an unknown kind or dtype."""
+    check_kind_and_dtype(kind, dtype)
     torch.manual_seed(seed)
     device = torch.device(device)
     model = models.build(name, **config).to(device)
     item_seq, target = make_batch(batch_size, config["max_len"], config["n_items"], seed, device)
+    return make_workload(model, item_seq, target, kind, dtype, compile)
+
+
+def check_kind_and_dtype(kind: str, dtype: str) -> None:
+    if kind not in ("train", "infer"):
+        raise ValueError(f"workload must be 'train' or 'infer', got {kind!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+
+
+def make_workload(model: models.SequentialRecommender, item_seq: torch.Tensor, target: torch.Tensor,
+                  kind: str, dtype: str = "fp32", compile: str = "") -> Workload:
+    """The step of `kind` around a built `model` and its batch (item_seq [B, L], target [B]), on
+    the batch's device; the optimizer is created here (under a FakeTensorMode its state is fake
+    too, see bench.measure.predict). With `compile` (a torch.compile backend: inductor, aot_eager,
+    eager) the forward and loss (`model.loss`; infer: `model.full_scores`) are compiled lazily, at
+    the step's first call; backward follows the compiled graph, the optimizer step stays eager."""
+    check_kind_and_dtype(kind, dtype)
+    device = item_seq.device
     mixed = DTYPES[dtype] is not None and device.type != "meta"
 
     def autocast():
@@ -98,10 +117,12 @@ def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: in
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         scaler = torch.amp.GradScaler(device.type) if mixed and dtype == "fp16" else None
 
+        loss_fn = torch.compile(model.loss, backend=compile) if compile else model.loss
+
         def step():
             optimizer.zero_grad(set_to_none=True)
             with autocast():
-                loss = model.loss(item_seq, target)
+                loss = loss_fn(item_seq, target)
             if scaler is None:
                 loss.backward()
                 optimizer.step()
@@ -114,9 +135,10 @@ def build_workload(name: str, config: dict, kind: str, batch_size: int, seed: in
         return Workload(model, optimizer, (item_seq, target), LossForward(model), step, kind)
 
     model.eval()
+    scores_fn = torch.compile(model.full_scores, backend=compile) if compile else model.full_scores
 
     def step():
         with torch.inference_mode(), autocast():
-            return model.full_scores(item_seq)
+            return scores_fn(item_seq)
 
     return Workload(model, None, (item_seq,), ScoresForward(model), step, kind)

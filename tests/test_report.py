@@ -275,3 +275,33 @@ def test_rows_measured_with_other_settings_are_not_one_line(tmp_path):
     assert set(long["line"]) == {"linrec (threads 1)", "linrec (threads 2)", "sasrec"}
     assert (long.set_index(["line", "metric"]).loc[("linrec (threads 2)", "time"), "slope"] == pytest.approx(1.0, abs=1e-3))
     assert "- linrec (train): rows measured with different threads (threads 1, 2) are drawn as separate" in page.read_text()
+
+
+def test_predicted_rows_meet_the_paper_table_and_never_replace_measured_ones(tmp_path):
+    """Predicted train rows give the Table 3 ratios predicted / paper and Fig. 3's model ratios; a
+    measured row of the same point stays in the measured figures (no dedup across the two)."""
+    def predicted(model, axis, mib, flops, **grid):
+        row = _row(model, axis, status="predicted", time_ms=1, mib=mib, flops=flops, batch_size=2048, **grid)
+        row.update(reason="", tracked_peak_mib=mib, tracked_peak_bytes=int(mib * 2**20), prediction="fake tensors",
+                   time_p20_ms=None, time_p80_ms=None)
+        return row
+
+    rows = [predicted("recgrela", "n_layers", 1024 * layers, 10 * layers, n_layers=layers) for layers in range(1, 7)]
+    rows += [predicted("linrec", "seq_len", 1300, 13, n_layers=4), predicted("recblr", "seq_len", 2000, 9, n_layers=4),
+             predicted("recgrela", "seq_len", 1000, 10, n_layers=4)]
+    measured = _row("recgrela", "n_layers", time_ms=5, mib=7, flops=3, n_layers=4, batch_size=2048)
+    out = tmp_path / "out"
+    page, figs = report.build_report([_write_run(tmp_path / "pred", rows), _write_run(tmp_path / "real", [measured])], out)
+    fig = _figure(figs, "predicted_vs_paper")
+    assert fig.missing is None, fig.missing
+    _assert_png(fig.png)
+    table = pd.read_csv(out / "predicted_vs_paper.csv")
+    t3 = table[table["part"] == "Table 3"].set_index("n_layers")
+    assert list(t3.index) == [1, 2, 3, 4, 5, 6]
+    assert t3.loc[4, "predicted_gib"] == pytest.approx(4.0)
+    assert t3.loc[4, "predicted_over_paper"] == pytest.approx(4.0 / figures.PAPER_TABLE3_GIB[4])
+    f3 = table[table["part"] == "Fig. 3"].set_index("line")
+    assert f3.loc["LinRec / RecGRELA memory", "predicted_ratio"] == pytest.approx(1.3)
+    assert f3.loc["RecGRELA / RecBLR memory", "predicted_over_paper"] == pytest.approx(0.5 / 0.87)
+    table3 = pd.read_csv(out / "table3_recgrela_layers.csv")  # the measured figure keeps the measured row
+    assert list(table3["tracked_peak_mib"]) == [7]

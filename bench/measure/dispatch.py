@@ -26,13 +26,22 @@ class _OpRecorder(TorchDispatchMode):
         # Under inference_mode the autograd key is skipped, so composite ops (CompositeImplicitAutograd,
         # e.g. scaled_dot_product_attention) arrive whole; run their decomposition under this mode so
         # the kernel that really runs underneath is what gets recorded (as FlopCounterMode does).
-        if func._can_decompose():
+        if _can_decompose(func):
             with self:
                 decomposed = func.decompose(*args, **kwargs)
             if decomposed is not NotImplemented:
                 return decomposed
         self.ops[func._overloadpacket.__name__] += 1
         return func(*args, **kwargs)
+
+
+def _can_decompose(func) -> bool:
+    """Whether `func` has a composite decomposition; prim ops (prim::device, seen under fake
+    tensors) are not in the dispatcher's table and have none."""
+    try:
+        return func._can_decompose()
+    except RuntimeError:
+        return False
 
 
 def dispatched_ops(fn: Callable[[], object]) -> Counter:
