@@ -152,8 +152,22 @@ def compile_first_call(w, device: torch.device, row: dict) -> None:
     row["graph_breaks"] = sum(torch._dynamo.utils.counters["graph_break"].values())
 
 
-def measure(point: Point, row: dict) -> None:
-    """Fill `row` with measurements (in place, so a failure keeps what was measured)."""
+def cuda_context_baseline(device: torch.device) -> int | None:
+    """NVML's device-used bytes once the CUDA context exists and before any tensor of the workload
+    does (the NVML peak's baseline); None when NVML cannot say (the sampler then says why)."""
+    from bench.measure.memory import cuda_uuid, nvml_used_bytes
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    torch.empty(1, device=device)  # the context is created lazily, at the first allocation
+    torch.cuda.synchronize(device)
+    torch.cuda.empty_cache()
+    used, _status = nvml_used_bytes(index, cuda_uuid(index))
+    return used
+
+
+def measure(point: Point, row: dict, nvml_baseline: int | None = None) -> None:
+    """Fill `row` with measurements (in place, so a failure keeps what was measured).
+    `nvml_baseline`: `cuda_context_baseline`'s bytes, subtracted from the NVML peak (CUDA only)."""
     from bench.measure.dispatch import attention_ops, dispatched_ops
     from bench.measure.flops import check_nonzero, fvcore_forward_flops
     from bench.measure.memory import NvmlSampler, cuda_allocator_peak, cuda_uuid, tracked_peak
@@ -217,7 +231,9 @@ def measure(point: Point, row: dict) -> None:
         row["cuda_peak_alloc_mib"] = round(cuda.peak_alloc_mib, 3)
         row["cuda_peak_reserved_mib"] = round(cuda.peak_reserved_mib, 3)
         index = device.index if device.index is not None else torch.cuda.current_device()
-        with NvmlSampler(index, uuid=cuda_uuid(index)) as nvml:
+        # device memory during one steady-state step (the allocator's pool as the timed steps left it,
+        # plus what other libraries hold) beyond the CUDA context measured before the workload existed
+        with NvmlSampler(index, uuid=cuda_uuid(index), baseline_used_bytes=nvml_baseline) as nvml:
             w.step()
             torch.cuda.synchronize(device)
         row["nvml_status"] = nvml.status
@@ -275,15 +291,17 @@ def run(point: Point) -> dict:
     if point.threads:
         torch.set_num_threads(point.threads)
     on_cuda = point.device.startswith("cuda") and not point.predict
+    nvml_baseline = None
     if on_cuda:
         torch.cuda.init()
+        nvml_baseline = cuda_context_baseline(torch.device(point.device))
     row = base_row(point, cuda_initialised=on_cuda)
     try:
         if point.predict:
             predict(point, row)
             row["status"], row["reason"] = "predicted", ""
         else:
-            measure(point, row)
+            measure(point, row, nvml_baseline)
             row["status"], row["reason"] = "ok", ""
     except Exception as err:
         row["status"] = "oom" if is_out_of_memory(err) else "error"

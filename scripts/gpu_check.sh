@@ -10,8 +10,12 @@
 #      CUDA allocator and NVML peaks side by side, step time, MFU against the datasheet peak;
 #   3. Table 3's depths (layers 1..6) for RecGRELA and, where RecBole imports, its official twin;
 #   4. bf16 autocast on two models at the paper point (`--dtype bf16`);
-# then writes OUT/README.md with the tables read back from the CSVs. Nothing is predicted or
-# guessed: a step that could not run says so in the README.
+#   5. the same paper point predicted under fake tensors (`--predict`), put beside step 2's
+#      tracked, allocator and NVML peaks: what the prediction misses on a real GPU;
+#   6. torch.compile (inductor) on two models at the paper point: compile time, and step time
+#      against step 2's eager rows;
+# then writes OUT/README.md with the tables read back from the CSVs. Nothing is guessed: a step
+# that could not run says so in the README.
 #
 # For the project's lent device machine (no network there): packages the image lacks travel as
 # wheels in .whl/ (see /work/.library/device/README.md); this script installs them to a scratch
@@ -34,10 +38,12 @@ OUT=${1:-reports/gpu-${NAME:-unknown}}
 mkdir -p "$OUT/logs"
 MODELS=recgrela,linrec,sasrec,eulerformer,mamba4rec,lrurec,echomamba4rec,recblr,sigma,elastic
 if [ -n "${GPU_CHECK_SMALL:-}" ]; then
-  SHAPE=(--batch-size 2 --d-model 8 --heads 2 --n-items 50 --warmup 0 --repeats 1)
+  GRID=(--batch-size 2 --d-model 8 --heads 2 --n-items 50)
+  SHAPE=("${GRID[@]}" --warmup 0 --repeats 1)
   LAYERS=1,2
 else
-  SHAPE=(--preset paper --warmup 2 --repeats 5)
+  GRID=(--preset paper)
+  SHAPE=("${GRID[@]}" --warmup 2 --repeats 5)
   LAYERS=1,2,3,4,5,6
 fi
 declare -A STATUS
@@ -64,6 +70,10 @@ step table3 "$PY" -m bench.sweep --axis layers --values "$LAYERS" --device "$DEV
   "${SHAPE[@]}" --no-flops --out "$OUT/table3"
 step bf16 "$PY" -m bench.sweep --axis seqlen --values 200 --device "$DEVICE" --models recgrela,sasrec --dtype bf16 \
   "${SHAPE[@]}" --no-flops --out "$OUT/bf16"
+step predicted "$PY" -m bench.sweep --axis seqlen --values 200 --device "$DEVICE" --models "$MODELS" "${GRID[@]}" \
+  --predict --out "$OUT/predicted"
+step compile "$PY" -m bench.sweep --axis seqlen --values 200 --device "$DEVICE" --models recgrela,sasrec --compile \
+  "${SHAPE[@]}" --no-flops --out "$OUT/compile"
 
 "$PY" - "$OUT" <<'PYEOF' >"$OUT/README.md" 2>"$OUT/logs/readme.log"
 import csv, os, sys
@@ -73,8 +83,45 @@ print(f"# GPU check: {os.path.basename(out)}\n\nMade by `bash scripts/gpu_check.
       "logs in logs/). Every figure is read from the CSVs beside this file.\n\n```\n" + steps + "```\n")
 cols = ["model", "variant", "workload", "n_layers", "dtype", "status", "time_median_ms", "tracked_peak_mib",
         "cuda_peak_alloc_mib", "cuda_peak_reserved_mib", "nvml_peak_used_mib", "nvml_status", "achieved_tflops", "mfu",
+        "compile_time_s", "graph_breaks",
         "reason"]
-for part in ("paper-point", "table3", "bf16"):
+def read(part):
+    path = os.path.join(out, part, "results.csv")
+    return list(csv.DictReader(open(path))) if os.path.exists(path) else None
+
+
+def ratio(a, b):
+    try:
+        return f"{float(a) / float(b):.3f}"
+    except (TypeError, ValueError, ZeroDivisionError):
+        return ""
+
+
+measured, predicted, compiled = read("paper-point"), read("predicted"), read("compile")
+if measured and predicted:
+    print("## predicted vs measured at the paper point (train)\n")
+    print("MiB; `predicted` is the fake-tensor step (`--predict`), the others step 2's measurements.\n")
+    print("| model | predicted | tracked | allocator peak | allocator reserved | NVML | predicted / allocator peak |"
+          "\n| --- | --- | --- | --- | --- | --- | --- |")
+    by_model = {r["model"]: r for r in predicted}
+    for r in measured:
+        p = by_model.get(r["model"], {})
+        print(f"| {r['model']} | {p.get('tracked_peak_mib', '') or p.get('reason', '')} | {r['tracked_peak_mib']} | "
+              f"{r['cuda_peak_alloc_mib']} | {r['cuda_peak_reserved_mib']} | {r['nvml_peak_used_mib']} | "
+              f"{ratio(p.get('tracked_peak_mib'), r['cuda_peak_alloc_mib'])} |")
+    print()
+if measured and compiled:
+    print("## torch.compile vs eager at the paper point (train)\n")
+    print("| model | backend | compile_time_s | graph_breaks | compiled ms | eager ms | compiled / eager | status |"
+          "\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    eager = {r["model"]: r for r in measured}
+    for r in compiled:
+        e = eager.get(r["model"], {})
+        print(f"| {r['model']} | {r['compile_backend']} | {r['compile_time_s']} | {r['graph_breaks']} | "
+              f"{r['time_median_ms']} | {e.get('time_median_ms', '')} | {ratio(r['time_median_ms'], e.get('time_median_ms'))} | "
+              f"{r['status']} {r['reason'][:80]} |")
+    print()
+for part in ("paper-point", "table3", "bf16", "predicted", "compile"):
     path = os.path.join(out, part, "results.csv")
     print(f"## {part}\n")
     if not os.path.exists(path):

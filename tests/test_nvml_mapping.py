@@ -105,3 +105,33 @@ def test_an_ordinal_outside_the_visible_set_is_unavailable(nvml, monkeypatch, vi
 def test_nvml_handle_refuses_an_ordinal_nvml_does_not_have(nvml):
     with pytest.raises(LookupError, match="NVML sees 2"):
         nvml_handle(nvml, 5, environ={"CUDA_DEVICE_ORDER": "PCI_BUS_ID"})
+
+
+def test_a_baseline_read_before_the_workload_is_what_the_peak_subtracts(monkeypatch):
+    """The sampler is entered after the timed steps, when the allocator's pool is already reserved:
+    a baseline read on entry would hide it (peak 0 for a repeated step). Given the reading taken
+    before the workload existed (context only), the peak is what the step holds beyond the context."""
+    from bench.measure.memory import nvml_used_bytes
+
+    gpu = {"used": 1 << 30}  # one GPU: the context only
+    nvml = fake_nvml(names=("Stub GPU",))
+    nvml.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(used=gpu["used"])
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    before_workload, status = nvml_used_bytes(0)
+    assert status == "ok" and before_workload == 1 << 30
+    gpu["used"] += 2 << 30  # the pool the timed steps reserved, still held when the sampled step runs
+    with NvmlSampler(0) as on_entry:
+        time.sleep(0.02)
+    with NvmlSampler(0, baseline_used_bytes=before_workload) as given:
+        time.sleep(0.02)
+    assert on_entry.peak_used_mib == 0.0  # what the old order reported
+    assert given.status == "ok" and given.peak_used_mib == 2048.0 and given.baseline_used_mib == 1024.0
+
+
+def test_nvml_used_bytes_says_why_when_nvml_is_absent(monkeypatch):
+    from bench.measure.memory import nvml_used_bytes
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    used, status = nvml_used_bytes(0)
+    assert used is None and status.startswith("unavailable: pynvml")

@@ -13,9 +13,10 @@
 2. :func:`cuda_allocator_peak` (CUDA only): ``max_memory_allocated`` (live tensor blocks)
    and ``max_memory_reserved`` (caching-allocator footprint) after resetting peak stats.
 3. :class:`NvmlSampler` (CUDA only, best effort): polls device-wide used memory from NVML in a
-   background thread and reports the peak minus a baseline read on entry. The caller must
-   initialise CUDA (e.g. ``torch.cuda.init()`` plus one small allocation) before entering,
-   so the baseline includes the CUDA context. It includes other processes and the
+   background thread and reports the peak minus a baseline: one read before the workload's
+   tensors exist (:func:`nvml_used_bytes`, after CUDA init plus one small allocation, so it
+   holds the CUDA context) or, if none is given, the reading on entry (which after earlier
+   steps also holds the allocator's pool: then only growth is seen). It includes other processes and the
    allocator's reserve, misses spikes shorter than the interval, and reports
    ``status="unavailable: ..."`` instead of raising when NVML cannot be used (no driver, no
    GPU, MIG without permission). Expected ordering: NVML >= reserved >= allocated.
@@ -40,6 +41,7 @@ __all__ = [
     "NvmlSampler",
     "cuda_uuid",
     "nvml_handle",
+    "nvml_used_bytes",
     "TrackedPeak",
     "cuda_allocator_peak",
     "tracked_peak",
@@ -190,6 +192,25 @@ def nvml_handle(pynvml, cuda_index: int, uuid: str | None = None, environ=None):
     return pynvml.nvmlDeviceGetHandleByIndex(ordinal)
 
 
+def nvml_used_bytes(device_index: int, uuid: str | None = None) -> tuple[int | None, str]:
+    """(device-used bytes now, "ok") of the NVML device that is torch's cuda:`device_index`, or
+    (None, "unavailable: <reason>"); never raises."""
+    try:
+        import pynvml
+    except Exception as exc:
+        return None, f"unavailable: pynvml (package nvidia-ml-py) cannot be imported ({_one_line(exc)})"
+    try:
+        pynvml.nvmlInit()
+    except Exception as exc:
+        return None, f"unavailable: NVML init failed ({_one_line(exc)})"
+    try:
+        return int(pynvml.nvmlDeviceGetMemoryInfo(nvml_handle(pynvml, device_index, uuid)).used), "ok"
+    except Exception as exc:
+        return None, f"unavailable: {_one_line(exc)}"
+    finally:
+        NvmlSampler._shutdown(pynvml)
+
+
 def _text(name) -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
@@ -200,12 +221,17 @@ class NvmlSampler:
     After ``__exit__``: ``status`` is ``"ok"`` or ``"unavailable: <reason>"``;
     ``peak_used_mib`` is the max sampled used memory minus ``baseline_used_mib`` (both MiB),
     ``None`` unless ``status == "ok"``; ``samples`` is the number of NVML reads.
-    Initialise CUDA before entering so the baseline already includes the CUDA context, and
-    call ``torch.cuda.synchronize()`` at the end of the block so the work is done before the
-    last sample. Never raises because NVML is missing or refuses a query.
+    The baseline is ``baseline_used_bytes`` when given (read earlier with :func:`nvml_used_bytes`,
+    e.g. right after CUDA init, before any tensor of the workload exists), else the used memory
+    on entry. Read on entry after earlier steps, it would include the caching allocator's pool
+    those steps left reserved, and the peak would show only new growth (close to 0 for a
+    repeated step). Initialise CUDA before taking either baseline so that it holds the CUDA
+    context, and call ``torch.cuda.synchronize()`` at the end of the block so the work is done
+    before the last sample. Never raises because NVML is missing or refuses a query.
     """
 
-    def __init__(self, device_index: int = 0, interval_s: float = 0.005, uuid: str | None = None) -> None:
+    def __init__(self, device_index: int = 0, interval_s: float = 0.005, uuid: str | None = None,
+                 baseline_used_bytes: int | None = None) -> None:
         if isinstance(device_index, bool) or not isinstance(device_index, int) or device_index < 0:
             raise ValueError(f"Expected device_index to be an integer >= 0, got {device_index!r}.")
         if not (
@@ -217,6 +243,7 @@ class NvmlSampler:
             raise ValueError(f"Expected interval_s to be a finite number of seconds > 0, got {interval_s!r}.")
         self.device_index = device_index  # torch's CUDA ordinal, mapped to NVML by `nvml_handle`
         self.uuid = uuid
+        self.given_baseline_bytes = baseline_used_bytes
         self.interval_s = float(interval_s)
         self.status: str = "unavailable: sampler was never entered"
         self.peak_used_mib: float | None = None
@@ -253,7 +280,8 @@ class NvmlSampler:
             self._shutdown(pynvml)
             return self
         try:
-            baseline = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            entry = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            baseline = entry if self.given_baseline_bytes is None else int(self.given_baseline_bytes)
         except Exception as exc:
             self.status = f"unavailable: NVML memory query failed ({_one_line(exc)})"
             self._shutdown(pynvml)
@@ -261,7 +289,7 @@ class NvmlSampler:
         self._nvml = pynvml
         self._handle = handle
         self._baseline_bytes = baseline
-        self._max_used_bytes = baseline
+        self._max_used_bytes = entry
         self.baseline_used_mib = baseline / _MIB
         self.samples = 1
         self.status = "sampling"
