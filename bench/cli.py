@@ -172,7 +172,10 @@ def output_file(path, flag: str = "--out") -> Path:
     return path
 
 
-OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory")
+# lower-cased fragments of allocation failures: CPU allocators, torch's CUDA OutOfMemoryError, and the CUDA
+# libraries that fail their own workspace allocation near the limit (cuBLAS handle or workspace, cuDNN)
+OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                "cublas_status_alloc_failed", "cudnn_status_not_enough_memory")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
