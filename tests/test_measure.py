@@ -327,3 +327,9 @@ def test_fvcore_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         flopcounter_flops(42)  # type: ignore[arg-type]
     assert flops_mod.__doc__ and "2 x multiply-adds" in flops_mod.__doc__
+
+
+def test_tracked_peak_on_a_device_the_step_never_used_is_an_error_not_zero() -> None:
+    model, x = nn.Linear(4, 4), torch.randn(2, 4)
+    with pytest.raises(RuntimeError, match="saw no tensor on meta"):
+        tracked_peak(lambda: model(x), model, x, device="meta")

@@ -106,8 +106,9 @@ def tracked_peak(
         step()
     snapshot = mt.get_tracker_snapshot("peak")
     dev_snap = snapshot.get(dev)
-    if dev_snap is None:
-        return TrackedPeak(total_bytes=0, by_category_bytes=dict.fromkeys(MEMTRACKER_CATEGORIES, 0))
+    if not dev_snap:  # never a silent 0: the step ran on another device than the one asked about
+        seen = ", ".join(str(d) for d in snapshot) or "none"
+        raise RuntimeError(f"MemTracker saw no tensor on {dev} during the step (devices seen: {seen})")
     by_cat = dict.fromkeys(MEMTRACKER_CATEGORIES, 0)
     total = 0
     for key, nbytes in dev_snap.items():
