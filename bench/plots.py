@@ -466,6 +466,14 @@ def _fmt_num(v: float, _pos=None) -> str:
     return f"{v:g}"
 
 
+def _memory_not_tracked(group: pd.DataFrame) -> bool:
+    """Every row ran (ok) and none has a memory figure, each saying why (`tracked_reason`, --compile)."""
+    ok = group[group["status"] == "ok"]
+    reasons = group["tracked_reason"].fillna("").astype(str).str.strip() if "tracked_reason" in group else None
+    return (len(ok) == len(group) > 0 and reasons is not None and (reasons != "").all()
+            and not any(group[c].notna().any() for c in MEMORY_COLUMNS if c in group))
+
+
 def _memory_column(ok: pd.DataFrame) -> str:
     devices = set(ok["device"].str.lower()) - {""}
     if devices == {"cuda"} and ok["cuda_peak_alloc_mib"].notna().any():
@@ -698,6 +706,8 @@ def plot_sweep(results: pd.DataFrame, out_dir: Path) -> list[Path]:
             for metric in METRICS:
                 if metric == "time" and (group["status"] == "predicted").all():
                     continue  # predicted rows have no time
+                if metric == "memory" and _memory_not_tracked(group):
+                    continue  # compiled CPU rows: no memory figure (tracked_reason says why)
                 path = out_dir / f"{metric}_{_safe(workload)}{suffix}.png"
                 if path.parent != out_dir:  # never: _safe keeps no separator
                     raise ValueError(f"figure name {path.name!r} would leave {out_dir}")

@@ -52,6 +52,7 @@ def test_sweep_compile_flag_reaches_rows_and_resume_compares_it(tmp_path):
     assert sweep.main(argv + ["--compile", "aot_eager"]) == 0
     (row,) = results.read_rows(out / "results.csv")
     assert row["status"] == "ok" and row["compile_backend"] == "aot_eager" and float(row["compile_time_s"]) > 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["time_train.png"]  # no empty memory figure
     line = refused(sweep.main, argv + ["--resume"], watched=[out])
     assert "--compile" in line
     assert sweep.parser().parse_args(["--axis", "seqlen", "--compile"]).compile == "inductor"
