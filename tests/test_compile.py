@@ -1,6 +1,8 @@
 """--compile: torch.compile of the step's forward and loss, compile time apart from step time."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -56,3 +58,30 @@ def test_sweep_compile_flag_reaches_rows_and_resume_compares_it(tmp_path):
     line = refused(sweep.main, argv + ["--resume"], watched=[out])
     assert "--compile" in line
     assert sweep.parser().parse_args(["--axis", "seqlen", "--compile"]).compile == "inductor"
+
+
+def test_every_compiled_point_compiles_with_empty_caches_of_its_own(monkeypatch):
+    """compile_time_s is a cold compile: the child's inductor and Triton caches are new folders in its
+    scratch directory (a warm on-disk cache made a second compile 5x faster on this CPU)."""
+    import subprocess
+
+    from bench import runner
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def popen(args, env, **kwargs):
+        seen.append(env)
+        raise Stop
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    for backend in ("inductor", ""):
+        with pytest.raises(Stop):
+            runner.run_isolated(Point("linrec", (), "train", compile=backend, **SMALL))
+    compiled, eager = seen
+    for var in runner.COMPILE_CACHE_VARS:
+        assert runner.POINT_DIR_PREFIX in compiled[var] and compiled[var].endswith(var.lower())
+    assert compiled["TORCHINDUCTOR_CACHE_DIR"] != compiled["TRITON_CACHE_DIR"]
+    assert all(eager.get(var) == os.environ.get(var) for var in runner.COMPILE_CACHE_VARS)
