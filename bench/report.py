@@ -16,7 +16,9 @@ Fig. 3 (memory vs FLOPs vs NDCG@10), Table 3 (RecGRELA depth), Fig. 6 (layers, R
 SIGMA), Fig. 7 (L = 100..200 and heads, RecGRELA vs EulerFormer), Fig. 5 (position encoding and
 gate activation), Fig. 9 (rank heatmaps, via bench.rank), the long-sequence view (L >= 256,
 log-log slopes, where each model overtakes SASRec) and ours vs the official code (ratios to each
-`official/NAME` twin, with the twin's official_substitutions). A figure whose data is missing is not drawn:
+`official/NAME` twin, with the twin's official_substitutions) and the predicted memory against the paper's
+(`bench.sweep --predict` rows: Table 3's GiB per depth and Fig. 3's ratios; predicted rows enter no other
+figure). A figure whose data is missing is not drawn:
 the page says what is missing and how to measure it. The page also gives, per figure, the
 environment of its rows and the commands that made them. Rows of one model line measured with
 different settings (threads, warmup, repeats, seed, limits, FLOP counting, dtype, torch, device
