@@ -704,8 +704,8 @@ def plot_sweep(results: pd.DataFrame, out_dir: Path) -> list[Path]:
             split = [c for c in SETTINGS_COLUMNS if any(c in cols for cols in group["_split_by"])]
             suffix = f"_{_safe(axis)}" if len(axes) > 1 else ""
             for metric in METRICS:
-                if metric == "time" and (group["status"] == "predicted").all():
-                    continue  # predicted rows have no time
+                if metric == "time" and (group["status"] == "predicted").any() and not (group["status"] == "ok").any():
+                    continue  # a predicted sweep (its error rows aside) has no time to draw
                 if metric == "memory" and _memory_not_tracked(group):
                     continue  # compiled CPU rows: no memory figure (tracked_reason says why)
                 path = out_dir / f"{metric}_{_safe(workload)}{suffix}.png"

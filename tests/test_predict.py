@@ -126,3 +126,19 @@ def test_a_predicted_row_without_its_memory_is_refused_by_the_plots():
     assert results_row_problem(row) is None
     row["time_median_ms"] = "3"
     assert results_row_problem(row)[0] == "time_median_ms"
+
+
+def test_a_predicted_sweep_with_an_error_row_draws_no_time_figure(tmp_path):
+    from bench import results
+    from bench.plots import plot_results_csv
+
+    def row(model, status, **cells):
+        base = dict(model=model, variant="default", workload="train", status=status, axis="n_layers", seq_len=200,
+                    batch_size=2048, n_layers=1, n_heads=4, d_model=64, n_items=3417, device="cuda",
+                    device_name="none: predicted on a CPU", dtype="float32", prediction="fake tensors")
+        return dict(base, **cells)
+
+    csv_path = tmp_path / "results.csv"
+    results.append_row(csv_path, row("recgrela", "predicted", tracked_peak_mib=3539.1, tracked_peak_bytes=3711000000))
+    results.append_row(csv_path, row("official/lrurec", "error", reason="cannot be predicted: .item()"))
+    assert [p.name for p in plot_results_csv(csv_path)] == ["memory_train.png"]
