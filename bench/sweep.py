@@ -1,7 +1,7 @@
 """Sweep one axis (sequence length, heads, layers, batch, width) over models; write CSV + PNGs.
 
 Examples:
-  python -m bench.sweep --axis seqlen                       # quick CPU preset, 3 models, train
+  python -m bench.sweep --axis seqlen                       # quick CPU preset, all ten models, train
   python -m bench.sweep --axis seqlen --preset long --models recgrela,linrec,sasrec,sasrec:attention=math
   python -m bench.sweep --axis heads --preset paper --device cuda --workload both
   python -m bench.sweep --axis seqlen --values 64,128,256 --batch-size 16 --layers 2

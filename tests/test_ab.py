@@ -19,6 +19,23 @@ def test_compare_measures_both_sides_in_alternating_order(monkeypatch):
     first, second = calls[0], calls[1]
     assert calls == [first, second, second, first, first, second]  # A B, B A, A B
     assert result.rounds == 3 and 0 <= result.rounds_b_slower <= 3
+
+
+def test_ratios_and_the_slower_count_come_from_the_rounds_timed(monkeypatch):
+    """Stand-in clock: A takes 10 ms every round, B 12, 8 and 15 ms: B is slower in 2 of 3 rounds,
+    the median ratio is 1.2 and the medians are 10 and 12 ms."""
+    sides = {}
+    b_times = iter([12.0, 8.0, 15.0])
+
+    def timed(step):
+        side = sides.setdefault(step, len(sides) if len(sides) < 2 else None)
+        return 10.0 if side == 0 else next(b_times)
+
+    monkeypatch.setattr(ab, "_timed", timed)
+    result = ab.compare(parse_model_spec("lrurec"), parse_model_spec("lrurec:scan=sequential"), **TINY)
+    assert result.rounds_b_slower == 2
+    assert result.ratio_b_over_a_median == 1.2
+    assert (result.time_a_median_ms, result.time_b_median_ms) == (10.0, 12.0)
     assert result.ratio_b_over_a_p10 <= result.ratio_b_over_a_median <= result.ratio_b_over_a_p90
     assert result.tracked_peak_a_bytes > 0 and result.tracked_peak_b_bytes > result.tracked_peak_a_bytes * 0.5
     assert result.model_b == "lrurec:scan=sequential"

@@ -206,9 +206,26 @@ def test_recgrela_ablations_are_configs():
     assert models.build("recgrela", **SMALL, position="lpe").num_params()[0] == base + SMALL["max_len"] * d
     assert models.build("recgrela", **SMALL, position="ape").num_params()[0] == base
     item_seq, target = batch()
+
+    def scores(model):
+        with torch.no_grad():
+            return model.eval().full_scores(item_seq)
+
+    torch.manual_seed(0)
+    default_scores = scores(models.build("recgrela", **SMALL))
     for variant in (dict(position="none"), dict(position="ape"), dict(gate_activation="relu"),
                     dict(drop_path=0.0), dict(gate=False, input_proj=False)):
-        models.build("recgrela", **SMALL, **variant).loss(item_seq, target).backward()
+        torch.manual_seed(0)
+        model = models.build("recgrela", **SMALL, **variant)
+        loss = model.loss(item_seq, target)
+        loss.backward()
+        assert torch.isfinite(loss), variant
+        unreached = [n for n, prm in model.named_parameters() if prm.requires_grad and prm.grad is None]
+        assert not unreached, (variant, unreached)
+        if variant == dict(drop_path=0.0):  # DropPath is the identity in eval mode: same function
+            torch.testing.assert_close(scores(model), default_scores)
+        else:  # every other ablation changes the function the model computes
+            assert not torch.allclose(scores(model), default_scores), variant
     with pytest.raises(ValueError, match="position"):
         models.build("recgrela", position="alibi")
 

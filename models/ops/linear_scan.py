@@ -5,8 +5,10 @@ Recurrence (elementwise over the channel axes, no state-expansion axis N):
     h_t = a_t * h_{t-1} + b_t,    t = 0..L-1,    h_{-1} = h0 (default 0)
 
 with a, b, h of shape [B, L, *channels], real (float32/float64) or complex (complex64/128).
-This is the scan of LRURec (complex lambda, mask-gated: a_t = lambda * m_{t-1}, so a zero gate is
-a state reset) and of RecBLR (real input-dependent gates a_t); see
+This is the scan of LRURec (one complex lambda shared by every step and row: the official code
+also gates the carry with its padding mask, which the suite's right padding makes output-neutral
+for the real positions, so a_t = lambda here; see models/lrurec.py) and of RecBLR (real
+input-dependent gates a_t); see
 docs/models-recurrent.md sections 5.3 and 6.2.
 
 Algorithms
