@@ -265,8 +265,9 @@ def predict(point: Point, row: dict) -> None:
 def _predict(point: Point, row: dict) -> None:
     from bench.measure.dispatch import attention_ops, dispatched_ops
     from bench.measure.flops import check_nonzero, flopcounter_flops
-    from bench.measure.predict import fake_workload, predicted_peak
+    from bench.measure.predict import cuda_kernels, fake_workload, predicted_peak
 
+    cuda = point.device.startswith("cuda")
     w, mode = fake_workload(point.model, point.model_config(), point.workload, point.batch_size,
                             point.seed, point.dtype)
     row["params_total"], row["params_trainable"] = w.model.num_params()
@@ -278,11 +279,11 @@ def _predict(point: Point, row: dict) -> None:
             with torch.no_grad():
                 return w.forward_module(*w.inputs)
 
-        with mode:
+        with mode, cuda_kernels(cuda):
             row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
             row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
         row["flopcounter_device"] = "fake"
-    with mode:
+    with mode, cuda_kernels(cuda):
         row["attention_ops"] = attention_ops(dispatched_ops(w.step))
     fill_tracked_peak(row, predicted_peak(w, mode, point.device))
 

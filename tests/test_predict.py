@@ -10,7 +10,14 @@ import models
 from bench import point as bench_point
 from bench.grid import DEFAULT_MODELS, Point
 from bench.measure.memory import tracked_peak
-from bench.measure.predict import CUDA_MIN_BLOCK_BYTES, PREDICTION_CUDA, cuda_storage_rounding, fake_workload, predicted_peak
+from bench.measure.predict import (
+    CUDA_MIN_BLOCK_BYTES,
+    PREDICTION_CUDA,
+    cuda_dropout,
+    cuda_storage_rounding,
+    fake_workload,
+    predicted_peak,
+)
 
 
 def small_point(name: str, workload: str, **extra) -> Point:
@@ -70,7 +77,7 @@ def test_cuda_target_predicted_on_this_cpu():
     assert cpu_row["status"] == cuda_row["status"] == "predicted", (cpu_row["reason"], cuda_row["reason"])
     assert cuda_row["prediction"] == PREDICTION_CUDA and cuda_row["device"] == "cuda"
     assert cuda_row["device_name"].startswith("none: predicted on")
-    assert cuda_row["tracked_peak_bytes"] > cpu_row["tracked_peak_bytes"]
+    assert cuda_row["tracked_peak_bytes"] != cpu_row["tracked_peak_bytes"]
     assert cuda_row["tracked_peak_bytes"] % CUDA_MIN_BLOCK_BYTES == 0
     categories = json.loads(cuda_row["tracked_categories_json"])
     assert sum(categories.values()) == cuda_row["tracked_peak_bytes"]
@@ -142,3 +149,27 @@ def test_a_predicted_sweep_with_an_error_row_draws_no_time_figure(tmp_path):
     results.append_row(csv_path, row("recgrela", "predicted", tracked_peak_mib=3539.1, tracked_peak_bytes=3711000000))
     results.append_row(csv_path, row("official/lrurec", "error", reason="cannot be predicted: .item()"))
     assert [p.name for p in plot_results_csv(csv_path)] == ["memory_train.png"]
+
+
+def test_cuda_dropout_keeps_a_bool_mask_as_cuda_does():
+    """On the CPU, dropout multiplies by a float mask and keeps it for backward (4 B per element);
+    CUDA's fused kernel keeps a bool mask (1 B). Under cuda_dropout the CPU runs CUDA's kernel:
+    same scaling, a bool mask saved, the same gradient rule."""
+    def saved_dtypes(fn):
+        dtypes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: dtypes.append(t.dtype) or t, lambda t: t):
+            fn()
+        return dtypes
+
+    x = torch.randn(1000, requires_grad=True)
+    layer = torch.nn.Dropout(0.25)
+    assert torch.bool not in saved_dtypes(lambda: layer(x))
+    with cuda_dropout():
+        assert saved_dtypes(lambda: layer(x)) == [torch.bool]
+        y = layer(x)
+        layer.eval()
+        assert layer(x) is x or torch.equal(layer(x), x)  # eval: untouched
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, kept.float() / 0.75)

@@ -20,12 +20,19 @@ build comes first; its values never matter.
 A CUDA target on a machine without CUDA: fake CUDA tensors cannot be used with a CPU-only torch
 (creating one works, but the first indexing op fails with "PyTorch is not linked with support for
 cuda devices": the device guard needs CUDA's hooks). The prediction for a CUDA target is therefore
-the CPU graph with what CUDA's accounting adds applied: every storage rounded up to 512 B, the
-caching allocator's smallest block (:func:`cuda_storage_rounding`; MemTracker does the same on a
-real CUDA device). What it cannot see, on any device: the CUDA context (~0.5 GiB), the caching
-allocator's reserve and fragmentation, and the scratch space of fused kernels (cuDNN, cuBLAS
-workspaces); and on a GPU the kernels may differ (a fused attention saves other tensors than the
-CPU one).
+the CPU graph with what CUDA does differently applied:
+- every storage rounded up to 512 B, the caching allocator's smallest block
+  (:func:`cuda_storage_rounding`; MemTracker does the same on a real CUDA device);
+- dropout as CUDA runs it (:func:`cuda_dropout`): ATen's `dropout` takes the fused
+  `native_dropout` kernel only for CUDA tensors (`is_fused_kernel_acceptable`), which keeps a
+  bool mask (1 B per element) for backward; on the CPU it multiplies by a mask of the input's
+  dtype (4 B per element in fp32), so the CPU graph holds 3 B per element more per dropout site.
+  For RecGRELA at the paper's point that was 0.36 GiB per layer of the CPU graph's 2.86.
+Not corrected: attention with dropout in training (SASRec, EulerFormer, ELASTIC) runs the math
+form on the CPU, which keeps the L x L probabilities and their dropout mask, where CUDA's flash
+kernel keeps neither: their CUDA predictions are overestimates. What no prediction sees, on any
+device: the CUDA context (~0.5 GiB), the caching allocator's reserve and fragmentation, and the
+scratch space of fused kernels (cuDNN, cuBLAS workspaces).
 
 What cannot be predicted: code that reads a tensor's value on the host (``.item()``, a
 data-dependent shape) raises DataDependentOutputException under fake tensors; fvcore, which traces
@@ -39,16 +46,18 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from bench.measure.memory import TrackedPeak, tracked_peak
 
-__all__ = ["CUDA_MIN_BLOCK_BYTES", "PREDICTION_CPU", "PREDICTION_CUDA", "cuda_storage_rounding", "fake_workload",
-           "predicted_peak", "prediction_method"]
+__all__ = ["CUDA_MIN_BLOCK_BYTES", "PREDICTION_CPU", "PREDICTION_CUDA", "cuda_dropout", "cuda_kernels",
+           "cuda_storage_rounding", "fake_workload", "predicted_peak", "prediction_method"]
 
 CUDA_MIN_BLOCK_BYTES = 512  # c10/cuda/CUDACachingAllocator.cpp kMinBlockSize: every block is a multiple
 PREDICTION_CPU = "fake tensors (FakeTensorMode) on the CPU: exact storage bytes, nothing allocated"
-PREDICTION_CUDA = ("fake tensors (FakeTensorMode) on the CPU graph, every storage rounded up to 512 B as "
-                   "the CUDA caching allocator does; CUDA context, allocator reserve and kernel workspaces not included")
+PREDICTION_CUDA = ("fake tensors (FakeTensorMode) on the CPU graph with CUDA's fused dropout (bool mask) and "
+                   "every storage rounded up to 512 B as the CUDA caching allocator does; CUDA context, allocator "
+                   "reserve and kernel workspaces not included; attention with dropout in its CPU math form")
 
 
 def prediction_method(target_device: str) -> str:
@@ -74,6 +83,26 @@ def cuda_storage_rounding(block_bytes: int = CUDA_MIN_BLOCK_BYTES) -> Iterator[N
         yield
     finally:
         info._calculate_mem_consumed = original
+
+
+class _CudaDropout(TorchFunctionMode):
+    """`F.dropout` in training as ATen runs it for CUDA tensors: the fused `native_dropout`
+    (output and a bool mask) instead of the CPU's multiply by a mask of the input's dtype."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.nn.functional.dropout:
+            bound = dict(zip(("input", "p", "training", "inplace"), args), **kwargs)
+            x, p = bound["input"], bound.get("p", 0.5)
+            if bound.get("training", True) and not bound.get("inplace", False) and 0 < p < 1 and x.numel() > 0:
+                return torch.native_dropout(x, p, True)[0]
+        return func(*args, **kwargs)
+
+
+def cuda_dropout() -> contextlib.AbstractContextManager:
+    """Inside: every `F.dropout` (so every `nn.Dropout`) in training runs the kernel CUDA runs
+    (`torch.native_dropout`, a bool mask kept for backward), also on CPU tensors."""
+    return _CudaDropout()
 
 
 def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0, dtype: str = "fp32"):
@@ -102,8 +131,13 @@ def predicted_peak(workload, mode, target_device: str = "cpu") -> TrackedPeak:
     """The tracked peak of one steady-state step of a fake `workload` (one untracked step first,
     as a measured row's peak follows its timed steps), for `target_device`: exact bytes for the
     CPU, storages rounded to 512 B for CUDA."""
-    rounding = cuda_storage_rounding() if target_device.startswith("cuda") else contextlib.nullcontext()
-    with mode:
+    cuda = target_device.startswith("cuda")
+    with mode, cuda_kernels(cuda):
         workload.step()
-        with rounding:
+        with cuda_storage_rounding() if cuda else contextlib.nullcontext():
             return tracked_peak(workload.step, *workload.tracked, device="cpu")
+
+
+def cuda_kernels(cuda: bool) -> contextlib.AbstractContextManager:
+    """The kernel substitutions of a CUDA-target prediction (`cuda_dropout`), or nothing."""
+    return cuda_dropout() if cuda else contextlib.nullcontext()
