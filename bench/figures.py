@@ -1153,7 +1153,7 @@ def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: P
     layers = separate_settings(figure, layers)
     tables = []
     if len(layers):
-        table = layers[["_label", "n_layers", "seq_len", "batch_size", "tracked_peak_bytes", "prediction", "_run"]].copy()
+        table = layers[["_label", "n_layers", "seq_len", "batch_size", "tracked_peak_bytes", "_run"]].copy()
         table["predicted_gib"] = table["tracked_peak_bytes"] / 2**30
         table["paper_gib"] = table["n_layers"].map(PAPER_TABLE3_GIB)
         table["predicted_over_paper"] = table["predicted_gib"] / table["paper_gib"]
@@ -1163,19 +1163,26 @@ def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: P
         if not (layers["batch_size"] == 2048).all() or not (layers["seq_len"] == PAPER_SEQ_LEN).all():
             figure.notes.append("Table 3 rows are not at the paper's B=2048, L=200: the ratios compare other sizes")
     at_point = predicted[predicted["variant"] == "default"]
+    paper_point = at_point[(at_point["seq_len"] == PAPER_SEQ_LEN) & (at_point["batch_size"] == 2048)
+                           & (at_point["n_layers"] == 4) & (at_point["n_heads"] == 4) & (at_point["d_model"] == 64)]
     if len(at_point):
-        rows, note = closest_point(at_point)
-        figure.notes.append(f"Fig. 3 ratios: {note}")
+        if len(paper_point):
+            rows = paper_point
+            figure.notes.append("Fig. 3 ratios at the paper's point (B=2048, L=200, 4 layers, 4 heads, d=64)")
+        else:
+            rows, note = closest_point(at_point)
+            figure.notes.append(f"Fig. 3 ratios, not at the paper's point: {note}")
         by_model = rows.groupby("model").last()
         ratios = []
         for what, top, bottom, kind, paper in PAPER_FIG3_RATIOS:
             column = "tracked_peak_bytes" if kind == "memory" else flops_column(rows)
-            if top in by_model.index and bottom in by_model.index:
-                ours = float(by_model.loc[top, column]) / float(by_model.loc[bottom, column])
-                ratios.append({"part": "Fig. 3", "line": what, "predicted_ratio": ours, "paper_ratio": paper,
-                               "predicted_over_paper": ours / paper})
-            else:
-                figure.notes.append(f"{what}: no predicted row of {top} or {bottom} at that point")
+            for prefix, code in (("", "ours"), ("official/", "official twins")):
+                if prefix + top in by_model.index and prefix + bottom in by_model.index:
+                    ours = float(by_model.loc[prefix + top, column]) / float(by_model.loc[prefix + bottom, column])
+                    ratios.append({"part": "Fig. 3", "line": f"{what} ({code})", "predicted_ratio": ours,
+                                   "paper_ratio": paper, "predicted_over_paper": ours / paper})
+                elif not prefix:
+                    figure.notes.append(f"{what}: no predicted row of {top} or {bottom} at that point")
         if ratios:
             tables.append(pd.DataFrame(ratios))
     if not tables:

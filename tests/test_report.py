@@ -287,8 +287,8 @@ def test_predicted_rows_meet_the_paper_table_and_never_replace_measured_ones(tmp
         return row
 
     rows = [predicted("recgrela", "n_layers", 1024 * layers, 10 * layers, n_layers=layers) for layers in range(1, 7)]
-    rows += [predicted("linrec", "seq_len", 1300, 13, n_layers=4), predicted("recblr", "seq_len", 2000, 9, n_layers=4),
-             predicted("recgrela", "seq_len", 1000, 10, n_layers=4)]
+    rows += [predicted("linrec", "seq_len", 1300, 13, n_layers=4, n_heads=4), predicted("recblr", "seq_len", 2000, 9,
+             n_layers=4, n_heads=4), predicted("recgrela", "seq_len", 1000, 10, n_layers=4, n_heads=4)]
     measured = _row("recgrela", "n_layers", time_ms=5, mib=7, flops=3, n_layers=4, batch_size=2048)
     out = tmp_path / "out"
     page, figs = report.build_report([_write_run(tmp_path / "pred", rows), _write_run(tmp_path / "real", [measured])], out)
@@ -301,7 +301,7 @@ def test_predicted_rows_meet_the_paper_table_and_never_replace_measured_ones(tmp
     assert t3.loc[4, "predicted_gib"] == pytest.approx(4.0)
     assert t3.loc[4, "predicted_over_paper"] == pytest.approx(4.0 / figures.PAPER_TABLE3_GIB[4])
     f3 = table[table["part"] == "Fig. 3"].set_index("line")
-    assert f3.loc["LinRec / RecGRELA memory", "predicted_ratio"] == pytest.approx(1.3)
-    assert f3.loc["RecGRELA / RecBLR memory", "predicted_over_paper"] == pytest.approx(0.5 / 0.87)
+    assert f3.loc["LinRec / RecGRELA memory (ours)", "predicted_ratio"] == pytest.approx(1.3)
+    assert f3.loc["RecGRELA / RecBLR memory (ours)", "predicted_over_paper"] == pytest.approx(0.5 / 0.87)
     table3 = pd.read_csv(out / "table3_recgrela_layers.csv")  # the measured figure keeps the measured row
     assert list(table3["tracked_peak_mib"]) == [7]
