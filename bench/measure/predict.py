@@ -27,7 +27,7 @@ the CPU graph with what CUDA does differently applied:
   `native_dropout` kernel only for CUDA tensors (`is_fused_kernel_acceptable`), which keeps a
   bool mask (1 B per element) for backward; on the CPU it multiplies by a mask of the input's
   dtype (4 B per element in fp32), so the CPU graph holds 3 B per element more per dropout site.
-  For RecGRELA at the paper's point that was 0.36 GiB per layer of the CPU graph's 2.86.
+  For RecGRELA at the paper's point that was 0.37 GiB per layer of the CPU graph's 2.86.
 Not corrected: attention with dropout in training (SASRec, EulerFormer, ELASTIC) runs the math
 form on the CPU, which keeps the L x L probabilities and their dropout mask, where CUDA's flash
 kernel keeps neither: their CUDA predictions are overestimates. What no prediction sees, on any
