@@ -279,7 +279,7 @@ def _predict(point: Point, row: dict) -> None:
             with torch.no_grad():
                 return w.forward_module(*w.inputs)
 
-        with mode, cuda_kernels(cuda):
+        with mode:  # the project's convention, on any target: the math form's products (see bench.measure.flops)
             row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
             row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
         row["flopcounter_device"] = "fake"

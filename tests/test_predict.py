@@ -173,3 +173,30 @@ def test_cuda_dropout_keeps_a_bool_mask_as_cuda_does():
     torch.testing.assert_close(y[kept], x[kept] / 0.75)
     y.sum().backward()
     torch.testing.assert_close(x.grad, kept.float() / 0.75)
+
+
+def test_cuda_kernels_run_attention_with_dropout_fused_keeping_no_l_by_l_tensor():
+    """With dropout the CPU runs attention in its math form (the L x L probabilities and their mask
+    are kept for backward); CUDA's memory-efficient kernel keeps neither. Under cuda_dropout the
+    CPU runs that kernel: no saved tensor has an L x L trailing shape, gradients still flow."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    L = 32
+    mode = FakeTensorMode()
+    with mode:
+        q, k, v = (torch.randn(2, 2, L, 8, requires_grad=True) for _ in range(3))
+
+    def saved_shapes():
+        shapes = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: shapes.append(tuple(t.shape)) or t, lambda t: t):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=0.3, is_causal=True)
+        return shapes, out
+
+    with mode:
+        plain, _ = saved_shapes()
+        with cuda_dropout():
+            fused, out = saved_shapes()
+        out.sum().backward()
+    assert any(s[-2:] == (L, L) for s in plain)
+    assert fused and not any(s[-2:] == (L, L) for s in fused)
+    assert all(t.grad is not None and t.grad.shape == t.shape for t in (q, k, v))
