@@ -97,30 +97,30 @@ def ratio(a, b):
         return ""
 
 
+def table(head, rows):
+    print("| " + " | ".join(head) + " |\n|" + " --- |" * len(head))
+    for cells in rows:
+        print("| " + " | ".join(str(c) for c in cells) + " |")
+    print()
+
+
 measured, predicted, compiled = read("paper-point"), read("predicted"), read("compile")
 if measured and predicted:
     print("## predicted vs measured at the paper point (train)\n")
     print("MiB; `predicted` is the fake-tensor step (`--predict`), the others step 2's measurements.\n")
-    print("| model | predicted | tracked | allocator peak | allocator reserved | NVML | predicted / allocator peak |"
-          "\n| --- | --- | --- | --- | --- | --- | --- |")
     by_model = {r["model"]: r for r in predicted}
-    for r in measured:
-        p = by_model.get(r["model"], {})
-        print(f"| {r['model']} | {p.get('tracked_peak_mib', '') or p.get('reason', '')} | {r['tracked_peak_mib']} | "
-              f"{r['cuda_peak_alloc_mib']} | {r['cuda_peak_reserved_mib']} | {r['nvml_peak_used_mib']} | "
-              f"{ratio(p.get('tracked_peak_mib'), r['cuda_peak_alloc_mib'])} |")
-    print()
+    table(["model", "predicted", "tracked", "allocator peak", "allocator reserved", "NVML", "predicted / allocator peak"],
+          [[r["model"], by_model.get(r["model"], {}).get("tracked_peak_mib", "") or by_model.get(r["model"], {}).get("reason", ""),
+            r["tracked_peak_mib"], r["cuda_peak_alloc_mib"], r["cuda_peak_reserved_mib"], r["nvml_peak_used_mib"],
+            ratio(by_model.get(r["model"], {}).get("tracked_peak_mib"), r["cuda_peak_alloc_mib"])] for r in measured])
 if measured and compiled:
     print("## torch.compile vs eager at the paper point (train)\n")
-    print("| model | backend | compile_time_s | graph_breaks | compiled ms | eager ms | compiled / eager | status |"
-          "\n| --- | --- | --- | --- | --- | --- | --- | --- |")
     eager = {r["model"]: r for r in measured}
-    for r in compiled:
-        e = eager.get(r["model"], {})
-        print(f"| {r['model']} | {r['compile_backend']} | {r['compile_time_s']} | {r['graph_breaks']} | "
-              f"{r['time_median_ms']} | {e.get('time_median_ms', '')} | {ratio(r['time_median_ms'], e.get('time_median_ms'))} | "
-              f"{r['status']} {r['reason'][:80]} |")
-    print()
+    table(["model", "backend", "compile_time_s", "graph_breaks", "compiled ms", "eager ms", "compiled / eager", "status"],
+          [[r["model"], r["compile_backend"], r["compile_time_s"], r["graph_breaks"], r["time_median_ms"],
+            eager.get(r["model"], {}).get("time_median_ms", ""),
+            ratio(r["time_median_ms"], eager.get(r["model"], {}).get("time_median_ms")),
+            f"{r['status']} {r['reason'][:80]}"] for r in compiled])
 for part in ("paper-point", "table3", "bf16", "predicted", "compile"):
     path = os.path.join(out, part, "results.csv")
     print(f"## {part}\n")
