@@ -50,6 +50,7 @@ import pandas as pd
 from matplotlib.lines import Line2D
 
 from bench.analysis import loglog_slope
+from bench.grid import PRESETS
 from bench.plots import (
     FAIL_STYLE,
     MEM_YLABEL,
@@ -1160,15 +1161,18 @@ def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: P
         table = table.rename(columns={"_label": "line", "_run": "run"}).sort_values(["line", "n_layers"])
         table.insert(0, "part", "Table 3")
         tables.append(table)
-        if not (layers["batch_size"] == 2048).all() or not (layers["seq_len"] == PAPER_SEQ_LEN).all():
+        if not (layers["batch_size"] == PRESETS["paper"].batch_size).all() or not (layers["seq_len"] == PAPER_SEQ_LEN).all():
             figure.notes.append("Table 3 rows are not at the paper's B=2048, L=200: the ratios compare other sizes")
     at_point = predicted[predicted["variant"] == "default"]
-    paper_point = at_point[(at_point["seq_len"] == PAPER_SEQ_LEN) & (at_point["batch_size"] == 2048)
-                           & (at_point["n_layers"] == 4) & (at_point["n_heads"] == 4) & (at_point["d_model"] == 64)]
+    paper = PRESETS["paper"]
+    paper_point = at_point[(at_point["seq_len"] == paper.seq_len) & (at_point["batch_size"] == paper.batch_size)
+                           & (at_point["n_layers"] == paper.n_layers) & (at_point["n_heads"] == paper.n_heads)
+                           & (at_point["d_model"] == paper.d_model)]
     if len(at_point):
         if len(paper_point):
             rows = paper_point
-            figure.notes.append("Fig. 3 ratios at the paper's point (B=2048, L=200, 4 layers, 4 heads, d=64)")
+            figure.notes.append(f"Fig. 3 ratios at the paper's point (B={paper.batch_size}, L={paper.seq_len}, "
+                                f"{paper.n_layers} layers, {paper.n_heads} heads, d={paper.d_model})")
         else:
             rows, note = closest_point(at_point)
             figure.notes.append(f"Fig. 3 ratios, not at the paper's point: {note}")
@@ -1192,7 +1196,8 @@ def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: P
     figure.runs = sorted(set(predicted["_run"]))
     figure.notes.append("the paper's figure is max_memory_reserved (allocator blocks, its caching reserve and "
                         "fragmentation, the full-ranking evaluation at B=4096 included; CUDA context excluded); the "
-                        "prediction counts live tensor bytes only, rounded to 512 B per storage for a CUDA target")
+                        "prediction counts live tensor bytes only (each row's `prediction` cell says what it corrects "
+                        "for a CUDA target)")
     if len(layers):
         fig, ax = plt.subplots(figsize=(7.5, 4.6))
         for label in sorted(layers["_label"].unique()):

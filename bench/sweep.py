@@ -24,7 +24,8 @@ The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 `--predict` runs nothing: each point's step is run under fake tensors (bench.measure.predict), which
 gives its exact tracked peak memory (by category) and FlopCounterMode's FLOPs in seconds at any
 size, without allocating; rows have status `predicted` and no time. `--device cuda` with `--predict`
-needs no GPU: storages are rounded as CUDA's allocator rounds them (the `prediction` column says so).
+needs no GPU: dropout and attention run as CUDA runs them and storages are rounded as its allocator
+rounds them (the `prediction` column says so).
 `--compile [BACKEND]` runs the step's forward and loss through torch.compile (default inductor); the
 first call (compilation plus one step) is timed apart in `compile_time_s`, graph breaks are counted.
 """
@@ -87,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends; bench.workload.compile_step
+COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends (bench.workload.make_workload)
 
 
 def resolve_device(choice: str, predict: bool = False) -> str:
@@ -193,23 +194,15 @@ def resumable_rows(csv_path: Path) -> list[dict]:
 
 
 def expected_settings(point) -> dict[str, str]:
-    """The SETTINGS_COLUMNS cells a row of `point` will carry, as the CSV spells them (computed in
-    this process, which the point's child inherits its environment from)."""
-    import json
+    """The SETTINGS_COLUMNS and LIMIT_COLUMNS cells a row of `point` will carry, as the CSV spells
+    them: `bench.point.base_row`'s, computed in this process (which the point's child inherits its
+    environment from), with the thread count a fresh child would run with."""
+    from bench.point import base_row
 
-    import torch
-
-    from bench.measure.predict import prediction_method
-    from bench.point import point_device_name
-    from bench.workload import DTYPE_NAMES
-
-    values = {"threads": point.threads or default_threads(), "time_warmup": None if point.predict else point.warmup,
-              "time_repeats": None if point.predict else point.repeats, "seed": point.seed, "mem_limit_gib": point.mem_limit_gib,
-              "time_limit_s": point.time_limit_s, "flops_counted": point.flops, "dtype": DTYPE_NAMES[point.dtype],
-              "torch_version": torch.__version__, "device_name": point_device_name(point),
-              "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
-              "prediction": prediction_method(point.device) if point.predict else "", "compile_backend": point.compile}
-    return {column: "" if value is None else str(value) for column, value in values.items()}
+    row = base_row(point)
+    row["threads"] = point.threads or default_threads()
+    return {column: "" if row[column] is None else str(row[column])
+            for column in results.SETTINGS_COLUMNS + results.LIMIT_COLUMNS}
 
 
 def default_threads() -> int | None:

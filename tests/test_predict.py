@@ -13,7 +13,7 @@ from bench.measure.memory import tracked_peak
 from bench.measure.predict import (
     CUDA_MIN_BLOCK_BYTES,
     PREDICTION_CUDA,
-    cuda_dropout,
+    cuda_kernels,
     cuda_storage_rounding,
     fake_workload,
     predicted_peak,
@@ -153,7 +153,7 @@ def test_a_predicted_sweep_with_an_error_row_draws_no_time_figure(tmp_path):
 
 def test_cuda_dropout_keeps_a_bool_mask_as_cuda_does():
     """On the CPU, dropout multiplies by a float mask and keeps it for backward (4 B per element);
-    CUDA's fused kernel keeps a bool mask (1 B). Under cuda_dropout the CPU runs CUDA's kernel:
+    CUDA's fused kernel keeps a bool mask (1 B). Under cuda_kernels the CPU runs CUDA's kernel:
     same scaling, a bool mask saved, the same gradient rule."""
     def saved_dtypes(fn):
         dtypes = []
@@ -164,7 +164,7 @@ def test_cuda_dropout_keeps_a_bool_mask_as_cuda_does():
     x = torch.randn(1000, requires_grad=True)
     layer = torch.nn.Dropout(0.25)
     assert torch.bool not in saved_dtypes(lambda: layer(x))
-    with cuda_dropout():
+    with cuda_kernels():
         assert saved_dtypes(lambda: layer(x)) == [torch.bool]
         y = layer(x)
         layer.eval()
@@ -177,7 +177,7 @@ def test_cuda_dropout_keeps_a_bool_mask_as_cuda_does():
 
 def test_cuda_kernels_run_attention_with_dropout_fused_keeping_no_l_by_l_tensor():
     """With dropout the CPU runs attention in its math form (the L x L probabilities and their mask
-    are kept for backward); CUDA's memory-efficient kernel keeps neither. Under cuda_dropout the
+    are kept for backward); CUDA's memory-efficient kernel keeps neither. Under cuda_kernels the
     CPU runs that kernel: no saved tensor has an L x L trailing shape, gradients still flow."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -194,7 +194,7 @@ def test_cuda_kernels_run_attention_with_dropout_fused_keeping_no_l_by_l_tensor(
 
     with mode:
         plain, _ = saved_shapes()
-        with cuda_dropout():
+        with cuda_kernels():
             fused, out = saved_shapes()
         out.sum().backward()
     assert any(s[-2:] == (L, L) for s in plain)

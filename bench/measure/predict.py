@@ -23,12 +23,12 @@ cuda devices": the device guard needs CUDA's hooks). The prediction for a CUDA t
 the CPU graph with what CUDA does differently applied:
 - every storage rounded up to 512 B, the caching allocator's smallest block
   (:func:`cuda_storage_rounding`; MemTracker does the same on a real CUDA device);
-- dropout as CUDA runs it (:func:`cuda_dropout`): ATen's `dropout` takes the fused
+- dropout as CUDA runs it (:func:`cuda_kernels`): ATen's `dropout` takes the fused
   `native_dropout` kernel only for CUDA tensors (`is_fused_kernel_acceptable`), which keeps a
   bool mask (1 B per element) for backward; on the CPU it multiplies by a mask of the input's
   dtype (4 B per element in fp32), so the CPU graph holds 3 B per element more per dropout site.
   For RecGRELA at the paper's point that was 0.37 GiB per layer of the CPU graph's 2.86.
-- attention with dropout as CUDA runs it (:func:`cuda_dropout` too): with dropout the CPU runs
+- attention with dropout as CUDA runs it (:func:`cuda_kernels` too): with dropout the CPU runs
   `scaled_dot_product_attention` in its math form, keeping the L x L probabilities and their
   dropout mask; CUDA keeps neither (memory-efficient kernel in fp32, flash in half precision).
   At the paper's point (4 layers) this took SASRec's prediction from 21.71 to 7.09 GiB.
@@ -47,11 +47,12 @@ import math
 from collections.abc import Iterator
 
 import torch
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 
 from bench.measure.memory import TrackedPeak, tracked_peak
 
-__all__ = ["CUDA_MIN_BLOCK_BYTES", "PREDICTION_CPU", "PREDICTION_CUDA", "cuda_dropout", "cuda_kernels",
+__all__ = ["CUDA_MIN_BLOCK_BYTES", "PREDICTION_CPU", "PREDICTION_CUDA", "cuda_kernels",
            "cuda_storage_rounding", "fake_workload", "predicted_peak", "prediction_method"]
 
 CUDA_MIN_BLOCK_BYTES = 512  # c10/cuda/CUDACachingAllocator.cpp kMinBlockSize: every block is a multiple
@@ -110,18 +111,11 @@ class _CudaKernels(TorchFunctionMode):
             # the kernel has no CPU implementation, only shapes (meta): fake or meta tensors only
             query = bound["query"]
             if bound.get("dropout_p", 0.0) > 0 and not bound.get("enable_gqa", False) and (
-                    query.is_meta or type(query).__name__ == "FakeTensor"):
+                    query.is_meta or isinstance(query, FakeTensor)):
                 return torch.ops.aten._scaled_dot_product_efficient_attention(
                     bound["query"], bound["key"], bound["value"], bound.get("attn_mask"), True,
                     bound["dropout_p"], bound.get("is_causal", False), scale=bound.get("scale"))[0]
         return func(*args, **kwargs)
-
-
-def cuda_dropout() -> contextlib.AbstractContextManager:
-    """Inside: every `F.dropout` (so every `nn.Dropout`) in training runs the kernel CUDA runs
-    (`torch.native_dropout`, a bool mask kept for backward), also on CPU tensors; and attention
-    with dropout runs CUDA's memory-efficient kernel, on fake or meta tensors (see `_CudaKernels`)."""
-    return _CudaKernels()
 
 
 def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0, dtype: str = "fp32"):
@@ -149,7 +143,7 @@ def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int
 def predicted_peak(workload, mode, target_device: str = "cpu") -> TrackedPeak:
     """The tracked peak of one steady-state step of a fake `workload` (one untracked step first,
     as a measured row's peak follows its timed steps), for `target_device`: exact bytes for the
-    CPU, storages rounded to 512 B for CUDA."""
+    CPU; for CUDA, CUDA's kernels (`cuda_kernels`) and storages rounded to 512 B."""
     cuda = target_device.startswith("cuda")
     with mode, cuda_kernels(cuda):
         workload.step()
@@ -157,6 +151,9 @@ def predicted_peak(workload, mode, target_device: str = "cpu") -> TrackedPeak:
             return tracked_peak(workload.step, *workload.tracked, device="cpu")
 
 
-def cuda_kernels(cuda: bool) -> contextlib.AbstractContextManager:
-    """The kernel substitutions of a CUDA-target prediction (`cuda_dropout`), or nothing."""
-    return cuda_dropout() if cuda else contextlib.nullcontext()
+def cuda_kernels(cuda: bool = True) -> contextlib.AbstractContextManager:
+    """Inside (when `cuda`): every `F.dropout` (so every `nn.Dropout`) in training runs the kernel
+    CUDA runs (`torch.native_dropout`, a bool mask kept for backward), also on CPU tensors; and
+    attention with dropout runs CUDA's memory-efficient kernel, on fake or meta tensors (see
+    `_CudaKernels`). Nothing changes when not `cuda`."""
+    return _CudaKernels() if cuda else contextlib.nullcontext()
