@@ -210,7 +210,8 @@ ENTRY_FIELDS = {
 ANALYTIC = ("fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic")
 NULLABLE = {
     "fwd_flops_fvcore": "fvcore cannot trace some code (the official RecBLR); the point is measured without it",
-    **dict.fromkeys(ANALYTIC, "a namespaced model (official/NAME) has no analytic formula; all three are null together"),
+    **dict.fromkeys(ANALYTIC, "a model without an analytic formula (official/NAME, recbole/NAME, a plugin without cost "
+                              "methods: models.no_analytic_reason); all three are null together"),
 }
 MAX_BASELINE_BYTES = 16 * 2**20  # the committed file of every model is about 10 KiB
 
@@ -255,10 +256,9 @@ def _object(value, where: str) -> dict:
 def _field_problem(name: str, field: str, value) -> str | None:
     """Why `value` cannot be `field` of model `name`'s entry (None: it can)."""
     if value is None:
-        if field in NULLABLE and (field not in ANALYTIC or "/" in name):
+        if field in NULLABLE and (field not in ANALYTIC or _no_analytic_formula(name)):
             return None  # the analytic three are checked together by validate_baseline
-        why = f"{name} has an analytic formula (only official/NAME twins have none)" if field in ANALYTIC else \
-            "the gate always measures it"
+        why = f"{name} has an analytic formula" if field in ANALYTIC else "the gate always measures it"
         return f"is null, but {why}"
     if field == "status":
         return None if value == "ok" else f"is {_shown(value)}, not 'ok' (a baseline holds successful points only)"
@@ -287,7 +287,8 @@ def validate_baseline(data) -> None:
       exactly ENTRY_FIELDS: status 'ok'; every gated count (EXACT) an integer >= 0 (a bool, a float,
       a string or a negative count is corrupt, not a regression); time_ratio finite and > 0; null
       only where NULLABLE says the gate writes it: fwd_flops_fvcore for any model, the three analytic
-      counts together for a namespaced model (official/NAME), never for one of ours;
+      counts together for a model without an analytic formula (models.no_analytic_reason: a twin, a
+      RecBole model, a plugin without cost methods), never for one of ours;
     - no object gives a key twice (json would keep the last silently).
     An unknown field is corrupt, not ignored: this module is the format's only writer and v1 names
     every field, so an unknown one is a typo or a hand edit (`tracked_peak_byte`) beside a field the
@@ -471,10 +472,23 @@ def table(changes: list[Change], time_fail: float, time_warn: float) -> str:
 
 
 def _known(name: str) -> bool:
-    """A registered model or a namespaced one (`official/NAME`) that resolves."""
+    """A model name that resolves: built-in, namespaced (`official/NAME`, `recbole/NAME`), an
+    installed plugin's entry point or a dotted path."""
     try:
         _resolve(name)
         return True
+    except ValueError:
+        return False
+
+
+def _no_analytic_formula(name: str) -> bool:
+    """True when model `name` has no analytic FLOP formula (a twin, a RecBole model, a plugin
+    without cost methods); an unknown name counts as having one (its entry is refused elsewhere)."""
+    import models
+
+    try:
+        _resolve(name)
+        return models.no_analytic_reason(models.model_class(name)) is not None
     except ValueError:
         return False
 
@@ -498,7 +512,7 @@ def selected_models(text: str | None) -> list[str]:
     if text is None:
         return models.available()
     if not text.strip():
-        raise UsageError(f"--models names no model; registered: {', '.join(models.available())} (and official/NAME)")
+        raise UsageError(f"--models names no model; registered: {', '.join(models.available())} (and official/NAME, recbole/NAME, plugins)")
     names = []
     for item in text.split(","):
         name = item.strip()

@@ -6,7 +6,10 @@
     hidden = model(item_seq)                 # [B, L, d]
     loss = model.loss(item_seq, target)      # CE over the catalogue (+ auxiliary losses)
 
-Registry names are the ones used everywhere: CLI, CSV rows and plots.
+Registry names are the ones used everywhere: CLI, CSV rows and plots. Beside the built-in ten, a
+spec may name `official/NAME` (the official code), `recbole/ClassName` (RecBole's zoo), a model an
+installed package registers under the entry-point group `seqrec_bench.models`, or a dotted path to
+your own class (`mypkg.models.MyRec`); see `model_class` and the contract in models/base.py.
 """
 from __future__ import annotations
 
@@ -51,12 +54,32 @@ def register_namespace(prefix: str, resolve: Callable[[str], type],
     NAMESPACES[prefix] = (resolve, names)
 
 
+ENTRY_POINT_GROUP = "seqrec_bench.models"
+
+
+class PluginError(ValueError):
+    """A model from outside the package cannot be used (one line for the CLI, exit 2)."""
+
+
 def available() -> list[str]:
-    """Registered model names, sorted (namespaced names are not listed: see NAMESPACES)."""
+    """The built-in model names, sorted (the default of every command; names from NAMESPACES,
+    entry points and dotted paths are not listed: see `plugins()`)."""
     return sorted(REGISTRY)
 
 
+def plugins() -> dict[str, str]:
+    """Models that installed packages register under the entry-point group `seqrec_bench.models`:
+    {name: "module:Class"}. A name that shadows a built-in one is left out (the built-in wins)."""
+    from importlib.metadata import entry_points
+
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in REGISTRY}
+
+
 def model_class(name: str) -> type[SequentialRecommender]:
+    """The class of a model spec's name, resolved in this order: a built-in name; `PREFIX/NAME` of
+    a registered namespace (`official/`, `recbole/`); a name an installed package registers as an
+    entry point (`seqrec_bench.models`); a dotted path to a class (`mypkg.models.MyRec`).
+    Raises ValueError (PluginError for a plugin that fails the contract) with one line."""
     if name in REGISTRY:
         return REGISTRY[name]
     prefix, slash, rest = name.partition("/")
@@ -65,8 +88,75 @@ def model_class(name: str) -> type[SequentialRecommender]:
         if rest not in names():
             raise ValueError(f"unknown model {name!r}; {prefix}/ names: {', '.join(names())}")
         return resolve(rest)
+    entry_points = plugins()
+    if name in entry_points:
+        return check_model_class(_import_class(entry_points[name].replace(":", "."), name), name)
+    if "." in name and not slash:
+        return check_model_class(_import_class(name, name), name)
     spaces = "".join(f", {p}/NAME" for p in sorted(NAMESPACES))
-    raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}{spaces}")
+    installed = "".join(f", {n}" for n in sorted(entry_points))
+    raise ValueError(f"unknown model {name!r}; available models: {', '.join(available())}{installed}{spaces}, "
+                     "or a dotted path to your own class (mypkg.models.MyRec)")
+
+
+def _import_class(path: str, name: str) -> type:
+    """Import `pkg.module.Class` (the longest importable module prefix, then attributes)."""
+    import importlib
+
+    parts = path.split(".")
+    if not all(part.isidentifier() for part in parts) or len(parts) < 2:
+        raise PluginError(f"model {name!r}: {path!r} is not a dotted path to a class (mypkg.models.MyRec)")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        try:
+            obj = importlib.import_module(module_name)
+        except ModuleNotFoundError as err:
+            if err.name is not None and module_name.startswith(err.name):
+                continue  # this prefix is not a module: try a shorter one
+            raise PluginError(f"model {name!r}: importing {module_name} failed: {type(err).__name__}: {err}") from None
+        except Exception as err:  # the plugin's own import-time failure, with its cause
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise PluginError(f"model {name!r}: importing {module_name} failed: {type(err).__name__}: {first}") from None
+        for attr in parts[cut:]:
+            if not hasattr(obj, attr):
+                raise PluginError(f"model {name!r}: {'.'.join(parts[:cut])} has no attribute {attr!r}")
+            obj = getattr(obj, attr)
+        return obj
+    raise PluginError(f"model {name!r}: no module named {parts[0]!r} (is the package installed, or on PYTHONPATH?)")
+
+
+def check_model_class(cls, name: str) -> type[SequentialRecommender]:
+    """The contract a model from outside the package must meet (models/base.py): a subclass of
+    SequentialRecommender that implements `forward`, declares `causal` (True or False) and a
+    `config_class` dataclass derived from SeqRecConfig. Raises PluginError naming the fault."""
+    if not isinstance(cls, type):
+        raise PluginError(f"model {name!r} is a {type(cls).__name__}, not a class")
+    if not issubclass(cls, SequentialRecommender):
+        raise PluginError(f"model {name!r}: {cls.__qualname__} does not derive from models.base.SequentialRecommender")
+    if cls.forward is SequentialRecommender.forward:
+        raise PluginError(f"model {name!r}: {cls.__qualname__} does not implement forward(item_seq) -> [B, L, d]")
+    if not any("causal" in vars(k) for k in cls.__mro__ if k is not SequentialRecommender):
+        raise PluginError(f"model {name!r}: {cls.__qualname__} does not declare `causal` (True if slot t never sees slots > t)")
+    if not isinstance(cls.causal, bool):
+        raise PluginError(f"model {name!r}: {cls.__qualname__}.causal must be True or False, got {cls.causal!r}")
+    config_class = getattr(cls, "config_class", None)
+    if not (isinstance(config_class, type) and dataclasses.is_dataclass(config_class)
+            and issubclass(config_class, SeqRecConfig)):
+        raise PluginError(f"model {name!r}: {cls.__qualname__}.config_class must be a dataclass derived from "
+                          f"models.base.SeqRecConfig, got {config_class!r}")
+    return cls
+
+
+def no_analytic_reason(cls: type[SequentialRecommender]) -> str | None:
+    """Why the model class `cls` has no analytic FLOP formula, or None when it has one. The analytic
+    cost methods are optional (models/base.py): without them the analytic cells stay empty and
+    carry this reason (also an official twin's or a RecBole model's `analytic_flops_reason`)."""
+    reason = getattr(cls, "analytic_flops_reason", None)
+    if reason:
+        return reason
+    if cls.layer_flops is SequentialRecommender.layer_flops and cls.forward_flops is SequentialRecommender.forward_flops:
+        return f"{cls.__qualname__} defines no analytic cost method (layer_flops or forward_flops, models/base.py)"
+    return None
 
 
 def config_keys(name: str) -> list[str]:
@@ -89,5 +179,5 @@ def build(name: str, **config) -> SequentialRecommender:
     return model_class(name)(make_config(name, **config))
 
 
-__all__ = ["available", "build", "config_keys", "make_config", "model_class", "register_namespace", "REGISTRY",
-           "SeqRecConfig", "SequentialRecommender"]
+__all__ = ["available", "build", "check_model_class", "config_keys", "make_config", "model_class", "no_analytic_reason", "plugins",
+           "register_namespace", "PluginError", "REGISTRY", "SeqRecConfig", "SequentialRecommender"]

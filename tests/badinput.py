@@ -72,7 +72,7 @@ def refused_cli(module: str, argv: list[str], watched=(), cwd: Path = REPO_ROOT,
                 timeout: float = 300) -> str:
     """Run `python -m module argv` and assert the bad-input contract; return the error line."""
     before = snapshot(watched)
-    run_env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), **(env or {}))
+    run_env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **(env or {})}
     run_env.pop("SEQREC_TRACEBACK", None)
     proc = subprocess.run([sys.executable, "-m", module, *argv], cwd=cwd, env=run_env, capture_output=True,
                           text=True, timeout=timeout)

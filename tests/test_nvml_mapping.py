@@ -135,3 +135,17 @@ def test_nvml_used_bytes_says_why_when_nvml_is_absent(monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)
     used, status = nvml_used_bytes(0)
     assert used is None and status.startswith("unavailable: pynvml")
+
+
+def test_without_nvidia_ml_py_the_nvml_cells_say_how_to_install_it(monkeypatch):
+    """nvidia-ml-py is the optional `gpu` extra: without it the cells are unavailable, not an error."""
+    import sys
+
+    from bench.measure.memory import NvmlSampler, nvml_used_bytes
+
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    used, status = nvml_used_bytes(0)
+    assert used is None and status.startswith("unavailable: pynvml cannot be imported") and ".[gpu]" in status
+    with NvmlSampler(0) as sampler:
+        pass
+    assert sampler.status == status

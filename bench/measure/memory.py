@@ -193,13 +193,19 @@ def nvml_handle(pynvml, cuda_index: int, uuid: str | None = None, environ=None):
     return pynvml.nvmlDeviceGetHandleByIndex(ordinal)
 
 
+def nvml_missing(exc: BaseException) -> str:
+    """The status of an NVML cell when pynvml cannot be imported (it is the optional `gpu` extra)."""
+    return (f"unavailable: pynvml cannot be imported ({_one_line(exc)}); "
+            "pip install -e '.[gpu]' installs it (package nvidia-ml-py)")
+
+
 def nvml_used_bytes(device_index: int, uuid: str | None = None) -> tuple[int | None, str]:
     """(device-used bytes now, "ok") of the NVML device that is torch's cuda:`device_index`, or
     (None, "unavailable: <reason>"); never raises."""
     try:
         import pynvml
     except Exception as exc:
-        return None, f"unavailable: pynvml (package nvidia-ml-py) cannot be imported ({_one_line(exc)})"
+        return None, nvml_missing(exc)
     try:
         pynvml.nvmlInit()
     except Exception as exc:
@@ -267,7 +273,7 @@ class NvmlSampler:
         try:
             import pynvml
         except Exception as exc:
-            self.status = f"unavailable: pynvml (package nvidia-ml-py) cannot be imported ({_one_line(exc)})"
+            self.status = nvml_missing(exc)
             return self
         try:
             pynvml.nvmlInit()

@@ -50,7 +50,7 @@ DEFAULT_PEERS = Path(__file__).resolve().parents[3].parent / "shared" / "peers"
 TWIN_MODULES = ("sasrec", "linrec", "recgrela", "eulerformer", "lrurec", "mamba4rec",
                 "echomamba4rec", "sigma", "recblr")
 # RecBole's keys that describe data and training, not the model: never config keys of a twin
-_NOT_MODEL_KEYS = {"gpu_id", "log_wandb", "dataset", "USER_ID_FIELD", "ITEM_ID_FIELD", "load_col",
+NOT_MODEL_KEYS = {"gpu_id", "log_wandb", "dataset", "USER_ID_FIELD", "ITEM_ID_FIELD", "load_col",
                    "user_inter_num_interval", "item_inter_num_interval", "epochs",
                    "train_batch_size", "learner", "learning_rate", "eval_step", "stopping_step",
                    "train_neg_sample_args", "metrics", "valid_metric", "eval_batch_size",
@@ -102,14 +102,43 @@ class RecBoleConfig(dict):
         raise AttributeError(f"config has no key {key!r}")
 
 
-class _Dataset:
-    """What RecBole models ask of a dataset at build time: the number of item ids."""
+class NeedsMoreThanItems(ValueError):
+    """A RecBole model asked its dataset for more than the item sequence (one line, exit 2)."""
 
-    def __init__(self, n_items: int):
+
+ITEM_ID_FIELD = "item_id"
+# what a RecBole model's request of its dataset means, for the refusal's one line
+_DATASET_NEEDS = {"user_num": "user ids", "user_feat": "user features", "item_feat": "item side features",
+                  "field2type": "side features", "field2source": "side features", "fields": "side features",
+                  "get_preload_weight": "pre-trained or knowledge-graph embeddings",
+                  "entity_num": "a knowledge graph", "relation_num": "a knowledge graph",
+                  "inter_feat": "the training interactions", "get_user_feature": "user features",
+                  "get_item_feature": "item side features"}
+
+
+class ItemOnlyDataset:
+    """The dataset a RecBole model is built from here: item sequences and nothing else. It answers
+    `num("item_id")` (the catalogue size, padding id 0 included); any other request (user ids,
+    side features, a knowledge graph) raises NeedsMoreThanItems naming what the model needs."""
+
+    def __init__(self, n_items: int, model_name: str = "the model", max_len: int | None = None):
         self.n_items = n_items
+        self.item_num = n_items  # RecBole's Dataset.item_num: num(item_id)
+        self.model_name = model_name
+        if max_len is not None:  # the padded length of the item-sequence field (CORE reads it)
+            self.field2seqlen = {f"{ITEM_ID_FIELD}_list": max_len}
 
     def num(self, field: str) -> int:
+        if field != ITEM_ID_FIELD:
+            need = "user ids" if "user" in field else f"the field {field!r}"
+            raise NeedsMoreThanItems(f"{self.model_name} needs {need}; this suite feeds item sequences only")
         return self.n_items
+
+    def __getattr__(self, attr: str):
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        need = _DATASET_NEEDS.get(attr, f"dataset.{attr}")
+        raise NeedsMoreThanItems(f"{self.model_name} needs {need}; this suite feeds item sequences only")
 
 
 # RecBole's YAML loader resolves "1e-12" as a float (plain YAML 1.1 reads a string)
@@ -127,7 +156,7 @@ def read_yaml(path: Path) -> dict:
     return yaml.load(path.read_text(), Loader=Loader) or {}
 
 
-def _resolve(path_text: str) -> Path:
+def resolve_path(path_text: str) -> Path:
     if path_text.startswith("recbole:"):
         import recbole
 
@@ -161,16 +190,22 @@ def load_official(name: str) -> tuple[type, tuple[str, ...]]:
                                   "pip install -e '.[official]'") from None
 
 
+def import_recbole(module_name: str):
+    """Import a module of the installed `recbole` package. Importing RecBole's
+    sequential_recommender package runs sine.py, which switches autograd anomaly detection on for
+    the whole process (a NaN check after every backward op): a hidden handicap on every model
+    measured afterwards, so it is switched back."""
+    anomaly = torch.is_anomaly_enabled()
+    try:
+        return importlib.import_module(module_name)
+    finally:
+        torch.autograd.set_detect_anomaly(anomaly)
+
+
 def _load_official(name: str) -> tuple[type, tuple[str, ...]]:
     twin = twin_module(name).TWIN
     if twin.source.startswith("recbole:"):
-        # importing RecBole's sequential_recommender package runs sine.py, which switches autograd
-        # anomaly detection on for the whole process (a NaN check after every backward op): a
-        # hidden handicap on every model measured afterwards, so it is switched back
-        anomaly = torch.is_anomaly_enabled()
-        module = importlib.import_module(twin.source.split(":", 1)[1])
-        torch.autograd.set_detect_anomaly(anomaly)
-        return getattr(module, twin.class_name), ()
+        return getattr(import_recbole(twin.source.split(":", 1)[1]), twin.class_name), ()
     root = peers_dir()
     paper = str(root / "recgrela-paper")
     if paper not in sys.path:
@@ -194,23 +229,31 @@ def _load_official(name: str) -> tuple[type, tuple[str, ...]]:
 def model_defaults(name: str) -> dict:
     """The model keys of the twin's YAML (the paper's config) with their values."""
     twin = twin_module(name).TWIN
-    keys = set(_NOT_MODEL_KEYS) | {twin.layers_key} | ({twin.heads_key} if twin.heads_key else set())
-    return {k: v for k, v in read_yaml(_resolve(twin.yaml)).items() if k not in keys}
+    keys = set(NOT_MODEL_KEYS) | {twin.layers_key} | ({twin.heads_key} if twin.heads_key else set())
+    return {k: v for k, v in read_yaml(resolve_path(twin.yaml)).items() if k not in keys}
 
 
 def recbole_config(name: str, config: SeqRecConfig) -> RecBoleConfig:
     """The dict the official constructor reads: overall.yaml < model YAML < the grid (+ overrides)."""
     twin = twin_module(name).TWIN
-    merged = read_yaml(_resolve("recbole:properties/overall.yaml"))
-    merged.update(read_yaml(_resolve(twin.yaml)))
-    merged.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD="item_id", LIST_SUFFIX="_list",
+    grid_keys = {"d_model": ("hidden_size",), "n_layers": (twin.layers_key,),
+                 "n_heads": (twin.heads_key,) if twin.heads_key else ()}
+    return merge_recbole_config(read_yaml(resolve_path(twin.yaml)), config, grid_keys)
+
+
+def merge_recbole_config(model_yaml: dict, config: SeqRecConfig, grid_keys: dict) -> RecBoleConfig:
+    """RecBole's config without its Config class: overall.yaml, then `model_yaml`, then the grid
+    (`max_len` -> MAX_ITEM_LIST_LENGTH; each of d_model, n_layers, n_heads -> the official names
+    `grid_keys` gives it), then every extra key of `config` (the spec's overrides); loss CE."""
+    merged = read_yaml(resolve_path("recbole:properties/overall.yaml"))
+    merged.update(model_yaml)
+    merged.update(USER_ID_FIELD="user_id", ITEM_ID_FIELD=ITEM_ID_FIELD, LIST_SUFFIX="_list",
                   ITEM_LIST_LENGTH_FIELD="item_length", NEG_PREFIX="neg_", device=torch.device("cpu"),
-                  loss_type="CE", MAX_ITEM_LIST_LENGTH=config.max_len, hidden_size=config.d_model)
-    merged[twin.layers_key] = config.n_layers
-    if twin.heads_key:
-        merged[twin.heads_key] = config.n_heads
+                  loss_type="CE", MAX_ITEM_LIST_LENGTH=config.max_len)
+    for ours, official_names in grid_keys.items():
+        merged.update({official: getattr(config, ours) for official in official_names})
     extras = {f.name for f in dataclasses.fields(config)} - {f.name for f in dataclasses.fields(SeqRecConfig)}
-    merged.update({k: _plain(getattr(config, k)) for k in extras})
+    merged.update({k: as_yaml_value(getattr(config, k)) for k in extras})
     out = RecBoleConfig(merged)
     out.n_items = config.n_items
     return out
@@ -274,7 +317,7 @@ def float64_without_dropout():
         F.dropout = dropout
 
 
-def _plain(value):
+def as_yaml_value(value):
     return list(value) if isinstance(value, tuple) else value
 
 
@@ -290,9 +333,14 @@ class OfficialTwin(SequentialRecommender):
     def __init__(self, config: SeqRecConfig):
         nn.Module.__init__(self)
         self.config = config
+        self.official = self.build_official(config)
+
+    def build_official(self, config: SeqRecConfig) -> nn.Module:
+        """The official model for `config` (sets `self.recbole_config`, the dict it was built from);
+        bench.adapters.recbole_zoo overrides it for any RecBole sequential model."""
         official_class, _ = load_official(self.official_name)
         self.recbole_config = recbole_config(self.official_name, config)
-        self.official = official_class(self.recbole_config, _Dataset(config.n_items))
+        return official_class(self.recbole_config, ItemOnlyDataset(config.n_items))
 
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
@@ -344,11 +392,11 @@ def twin_class(name: str) -> type[OfficialTwin]:
     module = twin_module(name)
     twin = module.TWIN
     _, subs = load_official(name)
-    paper = read_yaml(_resolve(twin.yaml))
+    paper = read_yaml(resolve_path(twin.yaml))
     grid = {"max_len": paper.get("MAX_ITEM_LIST_LENGTH"), "d_model": paper.get("hidden_size"),
             "n_layers": paper.get(twin.layers_key), "n_heads": paper.get(twin.heads_key)}
     fields = [(key, int, dataclasses.field(default=value)) for key, value in grid.items() if value]
-    fields += [(key, type(value), dataclasses.field(default=_frozen(value)))
+    fields += [(key, type(value), dataclasses.field(default=as_config_default(value)))
                for key, value in model_defaults(name).items()]
     config_class = dataclasses.make_dataclass(f"Official{twin.class_name}Config", fields,
                                               bases=(SeqRecConfig,))
@@ -361,5 +409,5 @@ def twin_class(name: str) -> type[OfficialTwin]:
     })
 
 
-def _frozen(value):
+def as_config_default(value):
     return tuple(value) if isinstance(value, list) else value
