@@ -1,7 +1,7 @@
 """A/B: two model specs on one shape, timed alternately in one process (paired ratios).
 
 Examples:
-  python -m bench.ab lrurec lrurec:scan=sequential --batch-size 64 --seq-len 1024 --threads 1
+  python -m bench.ab lrurec lrurec:scan=ref --batch-size 64 --seq-len 1024 --threads 1
   python -m bench.ab mamba4rec mamba4rec:scan=loop --seq-len 200 --rounds 10 --out reports/_scratch/ab.csv
   python -m bench.ab sasrec sasrec:attention=math --workload infer --seq-len 512
   python -m bench.ab recgrela official/recgrela --seq-len 1000 --layers 4 --heads 4 --batch-size 64

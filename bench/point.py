@@ -116,7 +116,8 @@ def analytic_flops(point: Point, model, row: dict) -> None:
     if fwd is None:  # no formula (an official twin): the cells stay empty and say why
         row["flops_analytic_reason"] = model.analytic_flops_reason
     else:
-        row["fwd_flops_analytic"] = fwd
+        # a train step's forward also runs the auxiliary loss's branch (models/base.py: auxiliary_flops)
+        row["fwd_flops_analytic"] = fwd + (model.auxiliary_flops(point.batch_size, point.seq_len) if train else 0)
         row["step_flops_analytic"] = model.step_flops(point.batch_size, point.seq_len) if train else fwd
         scan = model.scan_flops(point.batch_size, point.seq_len)
         row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward

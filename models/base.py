@@ -1,16 +1,62 @@
-"""The interface every model obeys (the RecBole sequential-recommender protocol).
+"""The model contract: what every model of the suite is and declares (the RecBole
+sequential-recommender protocol), written once here.
 
-- Input: item ids S [B, L], left-aligned and right-padded with id 0 (slots n_b..L-1 are 0).
-- `forward(S) -> H [B, L, d]`: the last layer's hidden states (the "feature matrix" of Fig. 9).
+Required of a model (a `SequentialRecommender` subclass registered in models/__init__.py):
+- `forward(item_seq [B, L]) -> [B, L, d]`: the last layer's hidden states (the "feature matrix" of
+  Fig. 9). Input ids are left-aligned and right-padded with id 0 (slots n_b..L-1 are 0).
+- `config_class`: its config dataclass, a subclass of `SeqRecConfig` holding the official defaults
+  (`models.make_config` validates keys and values against it; `models.build` passes the instance).
+- `causal`: True when slot t never sees slots > t (tests/test_models_interface.py checks it both
+  ways: a causal model's prefix never changes, a non-causal one's does).
+What the base class then provides, the same for every model:
 - The user vector is H at the last real slot n_b - 1 (`user_vector`); no final norm.
-- Scores are u · E^T over all N rows of the tied item table, row 0 included (`full_scores`).
-- `loss(S, target)`: softmax cross-entropy over the catalogue plus any auxiliary loss the model
-  defines (`auxiliary_loss`, skipped at inference).
-- Declared properties read by the harness and the tests: `causal` (slot t never sees slots > t),
-  `faithful_to` (the official code or paper followed) and `reconstruction` (True where no code
-  exists).
-- `forward_flops(batch_size, seq_len)`: the analytic FLOP count (2 x multiply-adds, matrix-product
-  ops only; the suite's FLOP convention, see bench/measure/flops.py) of `full_scores`.
+- Scores are u . E^T over all N rows of the tied item table, row 0 included (`full_scores`; a
+  model may add a term, as LRURec's item bias).
+- `loss(S, target)`: softmax cross-entropy over the catalogue, plus the model's auxiliary loss in
+  training (`loss_terms` returns the two apart).
+
+Optional:
+- Auxiliary loss: override `forward_with_aux(item_seq) -> (hidden, aux or None)`, which computes
+  the hidden states and the auxiliary term in ONE call and returns both; nothing is kept on the
+  module between calls. `loss_terms` calls it in training only (in eval it calls `forward`), so
+  `forward` itself never computes the auxiliary branch. EulerFormer's phase contrastive loss is
+  the one user.
+- Analytic cost, all `(batch_size: int, seq_len: int) -> int`, FLOPs of the whole batch under the
+  suite's convention (2 x multiply-adds of matrix-product ops only; bench/measure/flops.py), each a
+  pure function of the shapes and the config (never of `self.training` or of a past call):
+    `layer_flops`     forward FLOPs of one layer (the default raises NotImplementedError: a model
+                      without a formula leaves it out, and so do the methods built on it);
+    `extra_flops`     forward FLOPs outside the layers and the output product (default 0);
+    `forward_flops`   the inference forward, `full_scores`: n_layers x layer + extra + the output
+                      product 2 B d N;
+    `auxiliary_flops` the forward FLOPs that only training adds (the auxiliary loss's branch, run by
+                      `loss` in train mode; default 0), so a train step's forward is
+                      forward_flops + auxiliary_flops;
+    `step_flops`      a train step, forward + backward: 3 x (forward + auxiliary) by default (a
+                      product's backward costs two products of its size); models whose backward
+                      does less (a custom autograd Function, a constant operand) subtract it;
+    `scan_flops`      forward element-wise recurrence work that no counter sees (default 0).
+  Components (token mixers, filters, memories, FFNs) expose their costs with the same signature
+  (`flops`, `backward_shortfall`, `scan_flops`), so a model-level method only sums them. A model
+  that implements none of them (neither `layer_flops` nor `forward_flops`), or a wrapper that names
+  why it has no formula in `analytic_flops_reason` (the official twins, bench.adapters.official),
+  gets empty analytic cells in its rows with that reason (`models.no_analytic_reason`, used by
+  bench/point.py); the counters still measure it.
+- Declared properties read by the harness and the tests: `faithful_to` (the official code or
+  paper followed, with its commit) and `reconstruction` (True where no code exists: every CSV row
+  says so).
+
+Naming rules:
+- Reference oracles: a plain, slow reference of a fast path sits beside it and is named
+  `<name>_ref` (as state-spaces/mamba's `selective_scan_ref`): a function `spectral_filter_ref`
+  beside `spectral_filter`, `rela_ref` beside `rela`; for a module's method, `forward_ref` beside
+  `forward`, with the same signature and outputs. Tests compare the two, forward and backward.
+- Scan strategies (config `scan`), one vocabulary for every model: the fast default by the name
+  of its algorithm and `ref` for the step-by-step reference oracle; `scan=chunked|loop|ref` for the
+  selective scan (Mamba4Rec, EchoMamba4Rec, SIGMA; `loop` is the per-step loop under plain
+  autograd), `scan=parallel|ref` for the linear scan (LRURec, RecBLR; the former `sequential` is
+  accepted as an alias of `ref`). A key names the function it runs (`<op>` or `<op>_<key>`,
+  models/ops/__init__.py); any other value raises ValueError naming the valid ones.
 """
 from __future__ import annotations
 
@@ -18,6 +64,7 @@ import dataclasses
 import math
 import typing
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -78,11 +125,15 @@ class SeqRecConfig:
 
 
 class SequentialRecommender(nn.Module):
-    """Base class: item table, user vector, scores, CE loss and the declared properties."""
+    """Base class: item table, user vector, scores, CE loss and the declared properties (the
+    contract is the module docstring)."""
 
-    causal: bool = False
-    faithful_to: str = ""
-    reconstruction: bool = False
+    config_class: ClassVar[type[SeqRecConfig]] = SeqRecConfig
+    """The config dataclass `models.make_config` validates a model's keys against and builds; each
+    model declares its own subclass of SeqRecConfig with the official defaults."""
+    causal: ClassVar[bool] = False
+    faithful_to: ClassVar[str] = ""
+    reconstruction: ClassVar[bool] = False
 
     def __init__(self, config: SeqRecConfig):
         super().__init__()
@@ -91,6 +142,12 @@ class SequentialRecommender(nn.Module):
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:  # [B, L] -> [B, L, d]
         raise NotImplementedError
+
+    def forward_with_aux(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(hidden [B, L, d], auxiliary training loss or None) from one forward. The hidden states
+        are `forward`'s; a model with an auxiliary loss overrides this to compute both in the same
+        call (no module state carries the term). Default: no auxiliary loss."""
+        return self.forward(item_seq), None
 
     @staticmethod
     def last_positions(item_seq: torch.Tensor) -> torch.Tensor:
@@ -103,19 +160,20 @@ class SequentialRecommender(nn.Module):
         index = self.last_positions(item_seq).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return hidden.gather(1, index).squeeze(1)
 
-    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """Logits over the whole catalogue, tied to the item table: [B, N]."""
-        return self.user_vector(item_seq) @ self.item_embedding.weight.t()
+    def full_scores(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the whole catalogue, tied to the item table: [B, N] (from `hidden` when given)."""
+        return self.user_vector(item_seq, hidden) @ self.item_embedding.weight.t()
 
-    def auxiliary_loss(self) -> torch.Tensor | None:
-        """Extra training loss collected during the last forward (None for most models)."""
-        return None
+    def loss_terms(self, item_seq: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(softmax CE of the next item over all N ids, the auxiliary loss or None), from one
+        forward: `forward_with_aux` in training, `forward` in eval (no auxiliary term)."""
+        hidden, auxiliary = self.forward_with_aux(item_seq) if self.training else (self.forward(item_seq), None)
+        return F.cross_entropy(self.full_scores(item_seq, hidden), target), auxiliary
 
     def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Softmax CE of the next item over all N ids (+ the model's auxiliary loss in training)."""
-        loss = F.cross_entropy(self.full_scores(item_seq), target)
-        auxiliary = self.auxiliary_loss() if self.training else None
-        return loss if auxiliary is None else loss + auxiliary
+        ce, auxiliary = self.loss_terms(item_seq, target)
+        return ce if auxiliary is None else ce + auxiliary
 
     def num_params(self) -> tuple[int, int]:
         """(total, trainable) counts of real parameters (a complex one counts 2); buffers excluded."""
@@ -123,25 +181,30 @@ class SequentialRecommender(nn.Module):
         size = lambda p: p.numel() * (2 if p.is_complex() else 1)  # noqa: E731
         return sum(map(size, params)), sum(size(p) for p in params if p.requires_grad)
 
-    # --- analytic cost -------------------------------------------------------------------------
+    # --- analytic cost (the module docstring: pure functions of the shapes, FLOPs of the batch) ---
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         """Forward FLOPs of one layer for the whole batch (matrix-product ops, 2 per MAC)."""
-        raise NotImplementedError
-
-    def forward_flops(self, batch_size: int, seq_len: int) -> int:
-        """Analytic FLOPs of `full_scores` for a batch: layers + the tied output product."""
-        c = self.config
-        output = 2 * batch_size * c.d_model * c.n_items
-        return c.n_layers * self.layer_flops(batch_size, seq_len) + self.extra_flops(batch_size, seq_len) + output
-
-    def step_flops(self, batch_size: int, seq_len: int) -> int:
-        """Analytic FLOPs of a train step (forward + backward): the backward of a product costs two
-        products of its size, so 3 x forward unless a model's custom backward does otherwise."""
-        return 3 * self.forward_flops(batch_size, seq_len)
+        raise NotImplementedError(f"{type(self).__name__} has no analytic FLOP formula")
 
     def extra_flops(self, batch_size: int, seq_len: int) -> int:
         """FLOPs outside the layers and the output product (0 unless a model overrides it)."""
         return 0
+
+    def forward_flops(self, batch_size: int, seq_len: int) -> int:
+        """Analytic FLOPs of `full_scores` (the inference forward): layers + extra + the tied output product."""
+        c = self.config
+        output = 2 * batch_size * c.d_model * c.n_items
+        return c.n_layers * self.layer_flops(batch_size, seq_len) + self.extra_flops(batch_size, seq_len) + output
+
+    def auxiliary_flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward FLOPs only a train step adds: the auxiliary loss's branch (0 unless a model has one)."""
+        return 0
+
+    def step_flops(self, batch_size: int, seq_len: int) -> int:
+        """Analytic FLOPs of a train step (forward + backward): the backward of a product costs two
+        products of its size, so 3 x the train forward (forward + auxiliary) unless a model's
+        custom backward does otherwise."""
+        return 3 * (self.forward_flops(batch_size, seq_len) + self.auxiliary_flops(batch_size, seq_len))
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """Forward FLOPs of element-wise recurrences (scans) that no counter sees; 0 if none."""
@@ -151,7 +214,11 @@ class SequentialRecommender(nn.Module):
 class RecBoleStack(SequentialRecommender):
     """RecBole's wrapper of the recurrent models (Mamba4Rec, EchoMamba4Rec, SIGMA, RecBLR):
     X0 = LN_1e-12(Dropout(E[S])), no position embedding, then the layers in turn; RecBole's init
-    over the whole model. Subclasses pass their layers and add only what differs."""
+    over the whole model. Subclasses pass their layers and add only what differs.
+
+    Cost: every layer exposes `flops`, `backward_shortfall` (how far its backward products fall
+    below 2 x its forward ones) and `scan_flops`, all (batch_size, seq_len) -> int, and the layers
+    of one model are alike, so the model-level methods are written here once."""
 
     def __init__(self, config: SeqRecConfig, layers):
         super().__init__(config)
@@ -166,12 +233,23 @@ class RecBoleStack(SequentialRecommender):
             x = layer(x)
         return x
 
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        return self.layers[0].flops(batch_size, seq_len)
+
+    def step_flops(self, batch_size: int, seq_len: int) -> int:
+        shortfall = self.layers[0].backward_shortfall(batch_size, seq_len)
+        return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
+
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
+        return self.config.n_layers * self.layers[0].scan_flops(batch_size, seq_len)
+
 
 class RecBoleLayer(nn.Module):
     """One layer of those wrappers (Mamba4Rec's MambaLayer, SIGMA's SIGMALayers, RecBLR's
     RecurrentLayer), written once around the model's own token mixer:
         X' = LN_1e-12(Dropout(mixer(X)) + X)    (no "+ X" when residual=False)
         X  = LN_1e-12(X' + Dropout(W2 Dropout(act(W1 X'))))    inner 4d
+    The mixer exposes `flops`, `backward_shortfall` and `scan_flops` (batch_size, seq_len) -> int.
     """
 
     def __init__(self, mixer: nn.Module, d_model: int, dropout: float, residual: bool = True,
@@ -187,3 +265,13 @@ class RecBoleLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dropout(self.mixer(x))
         return self.ffn(self.norm(y + x if self.residual else y))
+
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward product FLOPs: the mixer and the FFN."""
+        return self.mixer.flops(batch_size, seq_len) + self.ffn.flops(batch_size, seq_len)
+
+    def backward_shortfall(self, batch_size: int, seq_len: int) -> int:
+        return self.mixer.backward_shortfall(batch_size, seq_len)
+
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
+        return self.mixer.scan_flops(batch_size, seq_len)

@@ -49,7 +49,8 @@ Deviations, declared:
 - The scans run on the shared CPU selective-scan paths (config `scan`, as in Mamba4Rec), not on
   the CUDA kernel. The math is the same.
 
-Cost (suite convention: 2 x MACs of matrix products only, models/base.py):
+Cost (suite convention: 2 x MACs of matrix products only, models/base.py; each outer layer's
+`BiMambaLayer.flops`, `backward_shortfall` and `scan_flops`, summed by RecBoleStack):
 - forward_flops: per outer layer, pairs x 2 Mamba blocks (MambaBlock.flops) + GLU 6 B L d^2.
   The FFTs and the complex filter multiply are not matrix products, so neither counter sees them.
 - scan_flops (element-wise work no counter sees, forward): the Mambas' scans
@@ -57,7 +58,7 @@ Cost (suite convention: 2 x MACs of matrix products only, models/base.py):
   rFFT and irFFT at 5 L log2(L) real FLOPs per channel each (the radix-2 complex-FFT figure used
   in docs/models-recurrent.md section 3.3; an upper estimate, since a real-input FFT needs about
   half), plus 6 FLOPs per complex multiply over the (L//2+1) x d bins:
-  B d (10 L log2 L + 6 (L//2+1)) per outer layer; the model's total is rounded once.
+  B d (10 L log2 L + 6 (L//2+1)) per outer layer, rounded to an integer per filter.
 """
 from __future__ import annotations
 
@@ -146,12 +147,12 @@ class SpectralFilter(nn.Module):
                              f"{x.shape[1]}; pad every sequence to exactly max_len")
         return self.norm(self.dropout(spectral_filter(x, self.weight)) + x)
 
-    def flops(self, batch_size: int, seq_len: int) -> float:
+    def flops(self, batch_size: int, seq_len: int) -> int:
         """Element-wise forward FLOPs (no counter sees them): rFFT + irFFT at 5 L log2 L per channel
-        each, and 6 per complex multiply of the (L//2+1) x d bins. Not an integer unless L is a
-        power of two: callers round their total once."""
+        each, and 6 per complex multiply of the (L//2+1) x d bins; rounded (log2 L is irrational
+        unless L is a power of two)."""
         d = self.weight.shape[1]
-        return batch_size * d * (2 * 5 * seq_len * math.log2(seq_len) + 6 * (seq_len // 2 + 1))
+        return round(batch_size * d * (2 * 5 * seq_len * math.log2(seq_len) + 6 * (seq_len // 2 + 1)))
 
 
 class GatedLinearUnit(nn.Module):
@@ -169,9 +170,10 @@ class GatedLinearUnit(nn.Module):
         value, gate = self.fc1(x).chunk(2, dim=-1)  # P, Q: [B, L, d] each
         return self.norm(self.dropout(self.fc2(value * torch.sigmoid(gate)) + x))  # dropout over the sum
 
-    def flops(self, tokens: int) -> int:
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """fc1 (d -> 2d) and fc2 (d -> d) on every slot."""
         d = self.fc2.out_features
-        return 2 * tokens * (d * 2 * d + d * d)
+        return 2 * batch_size * seq_len * (d * 2 * d + d * d)
 
 
 class BidirectionalMambaPair(nn.Module):
@@ -227,6 +229,22 @@ class BiMambaLayer(nn.Module):
             x = pair(x)
         return self.glu(x)
 
+    def mamba_blocks(self) -> list[MambaBlock]:
+        return [block for pair in self.pairs for block in (pair.mamba_forward, pair.mamba_backward)]
+
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward product FLOPs: its Mamba blocks and the GLU (the FFT filter is element-wise)."""
+        mamba = sum(block.flops(batch_size, seq_len) for block in self.mamba_blocks())
+        return mamba + self.glu.flops(batch_size, seq_len)
+
+    def backward_shortfall(self, batch_size: int, seq_len: int) -> int:
+        return sum(block.backward_shortfall(batch_size, seq_len) for block in self.mamba_blocks())
+
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
+        """Mamba scans (every block) plus the spectral filter's FFTs and complex multiply."""
+        scans = sum(block.scan_flops(batch_size, seq_len) for block in self.mamba_blocks())
+        return scans + self.filter.flops(batch_size, seq_len)
+
 
 class EchoMamba4Rec(RecBoleStack):
     causal = False  # the backward Mamba and the FFT filter see later slots and the padding
@@ -236,24 +254,3 @@ class EchoMamba4Rec(RecBoleStack):
 
     def __init__(self, config: EchoMamba4RecConfig):
         super().__init__(config, (BiMambaLayer(config) for _ in range(config.n_layers)))
-
-    @property
-    def mamba_blocks_per_layer(self) -> int:
-        return 2 * self.config.pairs_per_layer
-
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        """One outer layer: its Mamba blocks and the GLU (the FFT filter is element-wise)."""
-        layer = self.layers[0]
-        mamba = layer.pairs[0].mamba_forward.flops(batch_size, seq_len)
-        return self.mamba_blocks_per_layer * mamba + layer.glu.flops(batch_size * seq_len)
-
-    def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].pairs[0].mamba_forward.backward_shortfall(batch_size * seq_len)
-        blocks = self.config.n_layers * self.mamba_blocks_per_layer
-        return super().step_flops(batch_size, seq_len) - blocks * shortfall
-
-    def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        """Mamba scans (every block) plus the spectral filter's FFTs and complex multiply."""
-        layer = self.layers[0]
-        scans = self.mamba_blocks_per_layer * layer.pairs[0].mamba_forward.scan_flops(batch_size * seq_len)
-        return round(self.config.n_layers * (scans + layer.filter.flops(batch_size, seq_len)))

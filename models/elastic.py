@@ -76,9 +76,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import SequentialRecommender
 from .layers import FeedForward, attention_heads, merge_heads, recbole_init
-from .sasrec import TransformerConfig
+from .sasrec import RecBoleTransformer, TransformerConfig
 
 
 @dataclass
@@ -129,6 +128,7 @@ class ProductKeyMemory(nn.Module):
         super().__init__()
         d, m = config.d_model, config.memory_side
         self.side, self.topk = m, config.memory_topk
+        self.queries_per_user = config.n_interests  # one read per interest expert and layer
         self.sub_keys = nn.Parameter(torch.empty(2, d // 2, m).normal_(0.0, 0.02))  # [{1, 2}, d/2, m]
         self.values = nn.Embedding(config.memory_size, d)  # V [M, d]; recbole_init draws N(0, 0.02^2)
 
@@ -147,8 +147,8 @@ class ProductKeyMemory(nn.Module):
         read = weights.unsqueeze(1) @ selected  # [R, 1, t] @ [R, t, d]: a counted product
         return read.view(shape)
 
-    def reference(self, query: torch.Tensor) -> torch.Tensor:
-        """Test oracle: every query scored against ALL M slots, one query at a time."""
+    def forward_ref(self, query: torch.Tensor) -> torch.Tensor:
+        """Oracle for `forward`: every query scored against ALL M slots, one query at a time."""
         d = query.shape[-1]
         out = []
         for q in query.reshape(-1, d):
@@ -158,9 +158,10 @@ class ProductKeyMemory(nn.Module):
             out.append(score.softmax(dim=0) @ self.values.weight[slot])
         return torch.stack(out).view(query.shape)
 
-    def flops(self, rows: int) -> int:
-        """Sub-key scores (2 halves x m x d/2) and the weighted read (t x d), per query row."""
-        d = self.values.embedding_dim
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """One layer's read for the batch: k query rows per user (independent of seq_len), each
+        with the sub-key scores (2 halves x m x d/2) and the weighted read (t x d)."""
+        d, rows = self.values.embedding_dim, batch_size * self.queries_per_user
         return 2 * rows * (self.side * d + self.topk * d)
 
 
@@ -213,9 +214,10 @@ class LinearDispatcherAttention(nn.Module):
         c = merge_heads(F.scaled_dot_product_attention(heads(self.query(h)), z_k, z_v, dropout_p=p))  # [B, L, d]
         return self.norm(h + self.dropout(self.dense(c)))
 
-    def reference(self, h: torch.Tensor, experts: torch.Tensor | None, lengths: torch.Tensor) -> torch.Tensor:
-        """Test oracle (no dropout): a loop over sequences and heads that only ever reads the first
-        n_b slots as keys, with explicit softmax products instead of SDPA and its mask."""
+    def forward_ref(self, h: torch.Tensor, experts: torch.Tensor | None, lengths: torch.Tensor) -> torch.Tensor:
+        """Oracle for `forward` (no dropout; the n_b = `lengths` real slots in place of its mask): a
+        loop over sequences and heads that only ever reads the first n_b slots as keys, with
+        explicit softmax products instead of SDPA and its mask."""
         B, L, d = h.shape
         d_h, experts = d // self.n_heads, self.dispatcher_queries(experts, B)
         head_slices = [slice(i * d_h, (i + 1) * d_h) for i in range(self.n_heads)]
@@ -248,8 +250,9 @@ class ElasticLayer(nn.Module):
         return self.ffn(self.attention(h, experts, attendable))
 
 
-class Elastic(SequentialRecommender):
-    """ELASTIC-style interest compression (reconstructed; see the module docstring)."""
+class Elastic(RecBoleTransformer):
+    """ELASTIC-style interest compression (reconstructed; see the module docstring) on RecBole's
+    Transformer wrapper (SASRec's input, post-LN layers, init and per-layer projection + FFN cost)."""
 
     causal = False  # dispatch and the memory query pool every real slot of the history
     faithful_to = "reconstruction: no public code; arXiv 2408.09380 abstract via elastic-notes.md §3"
@@ -258,16 +261,16 @@ class Elastic(SequentialRecommender):
 
     def __init__(self, config: ElasticConfig):
         super().__init__(config)
-        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
-        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
         self.memory = ProductKeyMemory(config) if config.interest_memory else None  # shared by all layers
-        self.layers = nn.ModuleList(ElasticLayer(config) for _ in range(config.n_layers))
-        self.apply(recbole_init)
+        if self.memory is not None:
+            self.memory.apply(recbole_init)  # built after the wrapper's init ran: its values get it too
+
+    def make_layer(self, config: ElasticConfig) -> ElasticLayer:
+        return ElasticLayer(config)
 
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        h = self.dropout(self.norm(self.item_embedding(item_seq) + self.position_embedding(positions)))  # [B, L, d]
+        h = self.input_states(item_seq)  # [B, L, d]
         attendable = (item_seq != 0) | (positions == 0)  # [B, L]; slot 0 only guards all-padding rows
         pool = attendable.to(h.dtype)
         pool = (pool / pool.sum(dim=1, keepdim=True)).unsqueeze(1)  # [B, 1, L]: 1/n on real slots
@@ -278,11 +281,8 @@ class Elastic(SequentialRecommender):
 
     # --- analytic cost -------------------------------------------------------------------------
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        c = self.config
-        tokens, d = batch_size * seq_len, c.d_model
-        projections = 8 * tokens * d * d  # W_Q, W_K, W_V, W_O on L slots
-        ffn = 4 * tokens * d * c.d_inner
-        return projections + ffn + self.attention_flops(batch_size, seq_len) + self.interest_flops(batch_size, seq_len)
+        """W_Q, W_K, W_V, W_O and the FFN on L slots (the wrapper's), the LDA, the interest tokens."""
+        return super().layer_flops(batch_size, seq_len) + self.interest_flops(batch_size, seq_len)
 
     def attention_flops(self, batch_size: int, seq_len: int) -> int:
         """Dispatch (D K^T, A V) and redistribution (Q Z_K^T, A Z_V): 4 products of L x k x d."""
@@ -296,7 +296,7 @@ class Elastic(SequentialRecommender):
         flops = 4 * batch_size * k * d * d  # W_ZK, W_ZV
         if self.memory is not None:
             flops += self.pool_flops(batch_size, seq_len) + 2 * batch_size * d * k * d
-            flops += self.memory.flops(batch_size * k)
+            flops += self.memory.flops(batch_size, seq_len)
         return flops
 
     def pool_flops(self, batch_size: int, seq_len: int) -> int:
@@ -305,4 +305,4 @@ class Elastic(SequentialRecommender):
 
     def step_flops(self, batch_size: int, seq_len: int) -> int:
         """3 x forward, except the pool: its weights are constants, so its backward is one product."""
-        return 3 * self.forward_flops(batch_size, seq_len) - self.config.n_layers * self.pool_flops(batch_size, seq_len)
+        return super().step_flops(batch_size, seq_len) - self.config.n_layers * self.pool_flops(batch_size, seq_len)

@@ -17,6 +17,12 @@ Phase contrastive loss (Sec. 3.3), every layer, training only, on Q~ and K~ (ful
                      layer loss l(Q~) + l(K~), summed over layers into the CE loss.
 With delta = 1 and b = 0 the transform is exactly interleaved RoPE on q and k.
 
+The contrastive loss is computed by `forward_with_aux` (the base class's hook: `loss` calls it in
+training, so the hidden states and the loss come from one forward and no module state carries the
+term); `forward` alone, as every inference path, never computes it. Cost: `forward_flops` is the
+inference forward; the contrastive products (2 x [B, L, d/2] x [B, d/2, L] per phase tensor, q and
+k, 4 B L^2 d per layer) are `auxiliary_flops`, which the train step (`step_flops`) adds.
+
 Deviations, declared: the contrastive loss is skipped at inference and when lamb = 0 (the official
 code computes it in every forward, unused in eval); alpha is broadcast, not repeated per batch;
 the phases Phi are taken from theta' directly instead of re-deriving them with atan2 from the
@@ -92,7 +98,7 @@ class PositionAngles(nn.Module):
 
 
 class EulerQK(nn.Module):
-    """Per-layer Euler transform of q and k, plus that layer's contrastive loss in training."""
+    """Per-layer Euler transform of q and k; with a list to append to, also that layer's contrastive loss."""
 
     def __init__(self, config: EulerFormerConfig, angles: PositionAngles):
         super().__init__()
@@ -103,20 +109,18 @@ class EulerQK(nn.Module):
         self.cl_weight = nn.Parameter(torch.ones(config.d_model // 2))
         if config.angle_params:  # the official layout [L, d/2, 2] (each angle twice), read through .data
             self.alpha = nn.Parameter(angles.alpha[:, :, None].repeat(1, 1, 2))
-        self.last_loss: torch.Tensor | None = None
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor):
+    def forward(self, q: torch.Tensor, k: torch.Tensor, aux_losses: list | None = None):
+        """(q~, k~); appends lamb (l(Q~) + l(K~)) to `aux_losses` when it is a list."""
         L = q.shape[1]
         # [L, d/2]
         alpha = self.alpha[:L, :, 0].detach() if self.config.angle_params else self.angles.alpha[:L]
         q, q_phase = euler_transform(q, self.delta, alpha if self.bias is None else alpha + self.bias)
         k, k_phase = euler_transform(k, self.delta, alpha)
-        c = self.config
-        if self.training and c.lamb > 0:
-            self.last_loss = c.lamb * sum(phase_contrastive_loss(p, self.cl_weight, c.tep, c.cl_dropout)
-                                          for p in (q_phase, k_phase))
-        else:
-            self.last_loss = None
+        if aux_losses is not None:
+            c = self.config
+            aux_losses.append(c.lamb * sum(phase_contrastive_loss(p, self.cl_weight, c.tep, c.cl_dropout)
+                                           for p in (q_phase, k_phase)))
         return q, k
 
 
@@ -140,13 +144,16 @@ class EulerFormer(SASRec):
         positions = torch.arange(item_seq.shape[1], device=item_seq.device)
         return euler_transform(x, 1.0, self.input_phase(positions))[0]
 
-    def auxiliary_loss(self) -> torch.Tensor | None:
-        losses = [layer.attention.qk_transform.last_loss for layer in self.layers]
-        losses = [loss for loss in losses if loss is not None]
-        return sum(losses) if losses else None
+    def forward_with_aux(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hidden states and the phase contrastive loss summed over layers, from one forward."""
+        if self.config.lamb <= 0:
+            return self.forward(item_seq), None
+        losses = []
+        hidden = self.encode(item_seq, losses)
+        return hidden, sum(losses)
 
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        flops = super().layer_flops(batch_size, seq_len)
-        if self.training and self.config.lamb > 0:  # two [L, d/2] x [d/2, L] products, for q and k
-            flops += 4 * batch_size * seq_len ** 2 * self.config.d_model
-        return flops
+    def auxiliary_flops(self, batch_size: int, seq_len: int) -> int:
+        """The contrastive products of every layer: two [L, d/2] x [d/2, L] for q and two for k."""
+        if self.config.lamb <= 0:
+            return 0
+        return self.config.n_layers * 4 * batch_size * seq_len ** 2 * self.config.d_model

@@ -64,7 +64,7 @@ def gated(y: torch.Tensor, a: torch.Tensor, act: str = "silu") -> torch.Tensor:
     Plain autograd keeps a (for act's derivative), act(a) and y (for the product's): three
     tensors of y's size. Here act(a) and act'(a) are recomputed from a in backward, as a fused
     gate kernel does (Mamba's z-gate inside its scan), so one tensor of y's size per gate is not
-    kept; the gradients equal the plain ones to float rounding (tests/test_models.py).
+    kept; the gradients equal the plain ones to float rounding (tests/test_models_layers.py).
     """
     if act not in _GATE_FORWARD:
         raise ValueError(f"unknown gate activation {act!r}; expected one of {sorted(_GATE_FORWARD)}")
@@ -103,6 +103,10 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dropout(self.fc2(self.inner_dropout(self.act(self.fc1(x)))))
         return y if self.norm is None else self.norm(x + y)
+
+    def flops(self, batch_size: int, seq_len: int) -> int:
+        """Forward product FLOPs: W1 and W2 on every slot, 2 x 2 B L d d_inner."""
+        return 4 * batch_size * seq_len * self.fc1.in_features * self.fc1.out_features
 
 
 class DropPath(nn.Module):

@@ -23,7 +23,8 @@ vector at the last real slot, CE over the catalogue at that slot only. Deviation
   departure (tests/test_official_lrurec.py).
 - The scan is `models.ops.linear_scan` (work-efficient log-depth pairing scan with a two-tensor
   backward) rather than the official block-doubling with autograd through every level: same
-  recurrence. `scan=sequential` runs the step-by-step oracle instead (for comparison).
+  recurrence. `scan=ref` runs the step-by-step oracle `linear_scan_ref` instead (for comparison;
+  `scan=sequential`, its former name, is an accepted alias).
 Kept as official: the complex64 in/out projections (complex128 once the model is cast to
 float64; their real-input and real-output halves are wasted work, as in the official code), the
 truncated-normal init (std 0.02, cut at +-0.04) of every weight and bias except the LayerNorms
@@ -40,9 +41,7 @@ import torch.nn as nn
 
 from .base import SeqRecConfig, SequentialRecommender
 from .layers import FeedForward
-from .ops.linear_scan import linear_scan, linear_scan_ref
-
-SCANS = {"parallel": linear_scan, "sequential": linear_scan_ref}
+from .ops import LINEAR_SCAN_ALIASES, LINEAR_SCANS, scan_choice
 
 
 @dataclass
@@ -58,12 +57,11 @@ class LRURecConfig(SeqRecConfig):
     r_min: float = 0.8
     r_max: float = 0.99
     max_phase: float = 2 * math.pi
-    scan: str = "parallel"  # "parallel" (log-depth, default) | "sequential" (the step-by-step oracle)
+    scan: str = "parallel"  # "parallel" (log-depth, default) | "ref" (the step-by-step oracle)
 
     def __post_init__(self):
         super().__post_init__()
-        if self.scan not in SCANS:
-            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {self.scan!r}")
+        self.scan = scan_choice(self.scan, LINEAR_SCANS, LINEAR_SCAN_ALIASES)
         if not 0 < self.r_min < self.r_max < 1:
             raise ValueError(f"ring init needs 0 < r_min < r_max < 1, got {self.r_min}, {self.r_max}")
 
@@ -82,7 +80,7 @@ class LRULayer(nn.Module):
         self.out_proj = nn.Linear(P, d, dtype=torch.complex64)
         self.dropout = nn.Dropout(config.lru_dropout)
         self.norm = nn.LayerNorm(d, eps=1e-5)
-        self.scan = SCANS[config.scan]
+        self.scan = LINEAR_SCANS[config.scan]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nu_log, theta_log, gamma_log = self.params_log
@@ -148,14 +146,14 @@ class LRURec(SequentialRecommender):
             x = block(x)
         return x
 
-    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
-        return super().full_scores(item_seq) + self.item_bias
+    def full_scores(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        return super().full_scores(item_seq, hidden) + self.item_bias
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
         P = 2 * d
         complex_projections = 2 * (8 * tokens * d * P)  # a complex MAC is 4 real MACs
-        return complex_projections + 4 * tokens * d * 4 * d  # + FFN
+        return complex_projections + self.blocks[0].ffn.flops(batch_size, seq_len)
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """The recurrence's element-wise work, forward: one complex MAC (8 real FLOPs) per state."""

@@ -23,10 +23,12 @@ Conv1d keeps PyTorch's default init; A_log and D keep Mamba's.
 Memory, as the official fused kernel does it: the z-gate recomputes SiLU(z) in backward and the
 step size keeps softplus's output rather than its input (`layers.gated`, `SoftplusSavingOutput`;
 exact, each saves one [B, L, D_in] tensor per block).
-Scan paths (config `scan`): "chunked" (default; custom autograd Function keeping chunk-boundary
-states and recomputing chunks in backward, the memory class of the official CUDA kernel),
-"loop" (per-step loop with plain autograd) and "ref" (written the way mamba_ssm's
-`selective_scan_ref` indexes time; an oracle and the slow baseline, never a default).
+Scan paths (config `scan`, the suite's vocabulary: models/base.py, models/ops/__init__.py):
+"chunked" (default, `selective_scan`; custom autograd Function keeping chunk-boundary states and
+recomputing chunks in backward, the memory class of the official CUDA kernel), "loop"
+(`selective_scan_loop`, per-step loop with plain autograd) and "ref" (`selective_scan_ref`,
+written the way mamba_ssm's `selective_scan_ref` indexes time; an oracle and the slow baseline,
+never a default).
 """
 from __future__ import annotations
 
@@ -39,14 +41,13 @@ import torch.nn.functional as F
 
 from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
 from .layers import CausalDepthwiseConv1d, gated
-from .ops import selective_scan as scan_ops
+from .ops import SELECTIVE_SCANS, scan_choice
 
 # Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
 # (forward, backward). The forward readout <C_t, h_t> is a product in every path; in backward the
 # chunked path contracts one product (dC) and does the rest element-wise, while plain autograd
-# differentiates the readout product twice. Pinned against FlopCounterMode in tests/test_models.py.
+# differentiates the readout product twice. Pinned against FlopCounterMode in tests/test_models_recurrent.py.
 SCAN_PRODUCT_FLOPS = {"chunked": (2, 2), "loop": (2, 4), "ref": (2, 4)}
-SCANS = {"chunked": scan_ops.selective_scan, "loop": scan_ops.selective_scan_loop, "ref": scan_ops.selective_scan_ref}
 
 
 @dataclass
@@ -61,13 +62,12 @@ class MambaConfig(SeqRecConfig):
     d_state: int = 32
     d_conv: int = 4
     expand: int = 2
-    scan: str = "chunked"
+    scan: str = "chunked"  # "chunked" (default) | "loop" | "ref" (models/ops/__init__.py)
     scan_chunk: int = 32
 
     def __post_init__(self):
         super().__post_init__()
-        if self.scan not in SCANS:
-            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {self.scan!r}")
+        self.scan = scan_choice(self.scan, SELECTIVE_SCANS)
         for name in ("d_state", "d_conv", "expand", "scan_chunk"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
@@ -110,7 +110,7 @@ class MambaBlock(nn.Module):
         self.A_log = nn.Parameter(torch.log(torch.arange(1, N + 1, dtype=torch.float32)).repeat(D, 1))  # [D, N]
         self.D = nn.Parameter(torch.ones(D))
         self.out_proj = nn.Linear(D, d, bias=False)
-        self.scan = SCANS[config.scan]
+        self.scan = SELECTIVE_SCANS[config.scan]
         self.scan_product_flops = SCAN_PRODUCT_FLOPS[config.scan]
         self.scan_kwargs = {"chunk_size": config.scan_chunk} if config.scan == "chunked" else {}
 
@@ -131,33 +131,26 @@ class MambaBlock(nn.Module):
         conv = self.conv.flops(batch_size, seq_len)
         return projections + conv + self.scan_product_flops[0] * tokens * D * N
 
-    def backward_shortfall(self, tokens: int) -> int:
+    def backward_shortfall(self, batch_size: int, seq_len: int) -> int:
         """How far the scan's backward products fall below the generic 2 x forward rule."""
         forward, backward = self.scan_product_flops
-        return (2 * forward - backward) * tokens * self.D.numel() * self.d_state
+        return (2 * forward - backward) * batch_size * seq_len * self.D.numel() * self.d_state
 
-    def scan_flops(self, tokens: int) -> int:
+    def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """Element-wise scan work no counter sees, forward: per state delta*u*B (1) and the update (2)."""
-        return 3 * tokens * self.D.numel() * self.d_state
+        return 3 * batch_size * seq_len * self.D.numel() * self.d_state
 
 
 class Mamba4Rec(RecBoleStack):
+    """Mamba4Rec's wrapper around `mixer_class` (the Mamba block; SIGMA swaps in its gated block):
+    RecBoleLayers with the mixer's residual only from two layers on, as the official code."""
+
     causal = True
     faithful_to = "chengkai-liu/Mamba4Rec@44a0c84 mamba4rec.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = MambaConfig
+    mixer_class: type[nn.Module] = MambaBlock
 
     def __init__(self, config: MambaConfig):
-        super().__init__(config, (RecBoleLayer(MambaBlock(config), config.d_model, config.dropout,
+        super().__init__(config, (RecBoleLayer(self.mixer_class(config), config.d_model, config.dropout,
                                                residual=config.n_layers > 1)
                                   for _ in range(config.n_layers)))
-
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
-
-    def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].mixer.backward_shortfall(batch_size * seq_len)
-        return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
-
-    def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size * seq_len)

@@ -45,8 +45,8 @@ Deviations from the official code, declared:
 - The scan is `models.ops.linear_scan` (a work-efficient odd-even log-depth scan, custom autograd
   Function whose forward and backward are both linear scans and which saves only the gates and
   the states) instead of the Triton `tl.associative_scan` kernel (the same saved tensors and
-  recurrence; a different summation order). `scan="sequential"` runs the step-by-step oracle
-  `linear_scan_ref` instead.
+  recurrence; a different summation order). `scan="ref"` runs the step-by-step oracle
+  `linear_scan_ref` instead (`scan="sequential"`, its former name, is an accepted alias).
 - The official code copies a and beta*x to a contiguous [B, H, L'] layout for the kernel and the
   states back; here the scan runs on the [B, L', H] layout directly (no layout copies).
 - The conv is the nn.Conv1d form (the official fallback when causal-conv1d is absent; the CUDA
@@ -63,9 +63,8 @@ import torch.nn.functional as F
 
 from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
 from .layers import CausalDepthwiseConv1d
-from .ops.linear_scan import linear_scan, linear_scan_ref
+from .ops import LINEAR_SCAN_ALIASES, LINEAR_SCANS, scan_choice
 
-SCANS = {"parallel": linear_scan, "sequential": linear_scan_ref}
 POW2_PADS = ("full", "state", "none")
 
 
@@ -90,7 +89,7 @@ class RecBLRConfig(SeqRecConfig):
     r_min: float = 0.9  # exp(-softplus(Lambda)) of the first channel at init
     r_max: float = 0.999  # ... of the last channel
     pow2_pad: str = "full"  # "full" (official) | "state" (same outputs, pads run once) | "none" (deviation)
-    scan: str = "parallel"  # "parallel" (linear_scan) | "sequential" (the step-by-step oracle)
+    scan: str = "parallel"  # "parallel" (linear_scan) | "ref" (linear_scan_ref, the step-by-step oracle)
 
     def __post_init__(self):
         super().__post_init__()
@@ -102,8 +101,7 @@ class RecBLRConfig(SeqRecConfig):
             raise ValueError(f"r_min, r_max need 0 < r_min < r_max < 1, got {self.r_min}, {self.r_max}")
         if self.pow2_pad not in POW2_PADS:
             raise ValueError(f"pow2_pad must be one of {list(POW2_PADS)}, got {self.pow2_pad!r}")
-        if self.scan not in SCANS:
-            raise ValueError(f"scan must be one of {sorted(SCANS)}, got {self.scan!r}")
+        self.scan = scan_choice(self.scan, LINEAR_SCANS, LINEAR_SCAN_ALIASES)
 
     @property
     def d_inner(self) -> int:
@@ -129,7 +127,7 @@ class GatedRecurrentLayer(nn.Module):
         self.Lambda = nn.Parameter(torch.linspace(lam_first, lam_last, H))  # [H]
         self.out_proj = nn.Linear(H, d, bias=False)
         self.pow2_pad = config.pow2_pad
-        self.scan = SCANS[config.scan]
+        self.scan = LINEAR_SCANS[config.scan]
 
     def gated_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv branch x [B, T, H] -> (a, beta * x'), the scan's gates and inputs, each [B, T, H]."""
@@ -196,14 +194,3 @@ class RecBLR(RecBoleStack):
         super().__init__(config, (RecBoleLayer(GatedRecurrentLayer(config), config.d_model, config.dropout,
                                                ffn_activation="silu")
                                   for _ in range(config.n_layers)))
-
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
-
-    def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].mixer.backward_shortfall(batch_size, seq_len)
-        return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
-
-    def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size, seq_len)

@@ -111,8 +111,8 @@ def rela(q: torch.Tensor, k: torch.Tensor, q_rot: torch.Tensor, k_rot: torch.Ten
     return (q_rot @ kv) * z
 
 
-def rela_quadratic(q, k, q_rot, k_rot, v, eps: float = 1e-6) -> torch.Tensor:
-    """The same attention in its naive L x L form (the test oracle): A = (Q^r K^r^T / L) V * z."""
+def rela_ref(q, k, q_rot, k_rot, v, eps: float = 1e-6) -> torch.Tensor:
+    """Oracle for `rela`: the same attention in its naive L x L form, A = (Q^r K^r^T / L) V * z."""
     L = q.shape[-2]
     weights = (q_rot @ k_rot.transpose(-2, -1)) / L  # [B, h, L, L]
     z = 1.0 / (q @ k.mean(dim=-2, keepdim=True).transpose(-2, -1) + eps)
@@ -204,7 +204,7 @@ class RecGRELA(SequentialRecommender):
         tokens, d = batch_size * seq_len, c.d_model
         n_dd = 1 + c.gate + c.input_proj + c.value_proj  # out_proj, act_proj, in_proj, value
         flops = 2 * tokens * d * d * n_dd + 4 * tokens * d * d  # d x d projections + qk (d -> 2d)
-        flops += 4 * tokens * d * c.mlp_ratio * d  # MLP
+        flops += self.blocks[0].mlp.flops(batch_size, seq_len)  # MLP
         flops += 4 * tokens * d * c.head_dim + 2 * tokens * d  # K^T V, Q (KV), Q . mean(K)
         if c.local_shortcut:
             flops += self.blocks[0].shortcut.flops(batch_size, seq_len)  # depthwise causal conv

@@ -15,7 +15,10 @@ Two attention backends (config `attention`), both exact for the user vector:
 - "math": RecBole's own form, the materialised [B, 1, L, L] additive mask (0 / -10000, causal and
   key padding) built once per forward, explicit softmax and attention dropout on the L x L
   probabilities. This is the cost profile of the official code.
-LinRec (models/linrec.py) reuses this whole backbone with another attention kernel.
+LinRec (models/linrec.py) reuses this whole backbone with another attention kernel, EulerFormer
+(models/eulerformer.py) adds a q, k transform; the wrapper itself (E[S] + P, LN, dropout, the
+layers, RecBole's init and the per-layer cost of projections and FFN) is `RecBoleTransformer`,
+which Elastic (models/elastic.py) shares.
 """
 from __future__ import annotations
 
@@ -95,10 +98,11 @@ class MultiHeadAttention(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout)
         self.norm = nn.LayerNorm(d, eps=config.layer_norm_eps)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, aux_losses: list | None = None) -> torch.Tensor:
+        """aux_losses: where the qk_transform appends its auxiliary loss (None: none is computed)."""
         q, k = self.query(h), self.key(h)  # [B, L, d]
         if self.qk_transform is not None:
-            q, k = self.qk_transform(q, k)
+            q, k = self.qk_transform(q, k, aux_losses)
         q, k = attention_heads(q, self.n_heads), attention_heads(k, self.n_heads)  # [B, h, L, d_h]
         v = attention_heads(self.value(h), self.n_heads)
         context = merge_heads(self.kernel(q, k, v, mask))  # [B, L, d]
@@ -114,11 +118,45 @@ class TransformerLayer(nn.Module):
         self.ffn = FeedForward(config.d_model, config.d_inner, config.hidden_dropout, "gelu",
                                post_norm_eps=config.layer_norm_eps, inner_dropout=False)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        return self.ffn(self.attention(h, mask))
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None, aux_losses: list | None = None) -> torch.Tensor:
+        return self.ffn(self.attention(h, mask, aux_losses))
 
 
-class SASRec(SequentialRecommender):
+class RecBoleTransformer(SequentialRecommender):
+    """RecBole's Transformer wrapper: H0 = Dropout(LN(E[S] + P)), then n_layers post-LN layers from
+    `make_layer` (each with an `ffn`), RecBole's init over the whole model. A layer's forward cost
+    is the four d x d projections (W_Q, W_K, W_V, W_O on L slots), its FFN and `attention_flops`."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__(config)
+        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
+        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.layers = nn.ModuleList(self.make_layer(config) for _ in range(config.n_layers))
+        self.apply(recbole_init)
+
+    def make_layer(self, config) -> nn.Module:
+        raise NotImplementedError
+
+    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """E[S] + P: item plus learnable absolute position, [B, L, d]."""
+        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+        return self.item_embedding(item_seq) + self.position_embedding(positions)
+
+    def input_states(self, item_seq: torch.Tensor) -> torch.Tensor:
+        """H0 = Dropout(LN(E[S] + P)): [B, L, d]."""
+        return self.dropout(self.norm(self.embed(item_seq)))
+
+    def layer_flops(self, batch_size: int, seq_len: int) -> int:
+        projections = 8 * batch_size * seq_len * self.config.d_model ** 2  # W_Q, W_K, W_V, W_O
+        return projections + self.layers[0].ffn.flops(batch_size, seq_len) + self.attention_flops(batch_size, seq_len)
+
+    def attention_flops(self, batch_size: int, seq_len: int) -> int:
+        """The attention kernel's products for the batch (one layer)."""
+        raise NotImplementedError
+
+
+class SASRec(RecBoleTransformer):
     """RecBole SASRec; subclasses swap the attention kernel via `make_kernel`."""
 
     causal = True
@@ -127,12 +165,7 @@ class SASRec(SequentialRecommender):
 
     def __init__(self, config: TransformerConfig):
         super().__init__(config)
-        self.position_embedding = nn.Embedding(config.max_len, config.d_model)
-        self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
-        self.layers = nn.ModuleList(self.make_layer(config) for _ in range(config.n_layers))
         self.materialise_mask = getattr(self.layers[0].attention.kernel, "needs_mask", False)
-        self.apply(recbole_init)
 
     def make_layer(self, config) -> TransformerLayer:
         return TransformerLayer(config, self.make_kernel(config))
@@ -141,24 +174,17 @@ class SASRec(SequentialRecommender):
         """The attention kernel: q, k, v [B, h, L, d_h] (+ mask) -> [B, h, L, d_h]."""
         return SoftmaxAttention(config)
 
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """E[S] + P: item plus learnable absolute position, [B, L, d]."""
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
-        return self.item_embedding(item_seq) + self.position_embedding(positions)
-
     def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(self.norm(self.embed(item_seq)))  # [B, L, d]
+        return self.encode(item_seq)
+
+    def encode(self, item_seq: torch.Tensor, aux_losses: list | None = None) -> torch.Tensor:
+        """The hidden states [B, L, d]; each layer's q, k transform appends its auxiliary loss to
+        `aux_losses` when one is given (EulerFormer's `forward_with_aux`)."""
+        h = self.input_states(item_seq)  # [B, L, d]
         mask = recbole_attention_mask(item_seq) if self.materialise_mask else None  # [B, 1, L, L]
         for layer in self.layers:
-            h = layer(h, mask)
+            h = layer(h, mask, aux_losses)
         return h  # [B, L, d]
-
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        c = self.config
-        tokens = batch_size * seq_len
-        projections = 8 * tokens * c.d_model ** 2  # W_Q, W_K, W_V, W_O
-        ffn = 4 * tokens * c.d_model * c.d_inner
-        return projections + ffn + self.attention_flops(batch_size, seq_len)
 
     def attention_flops(self, batch_size: int, seq_len: int) -> int:
         """Q K^T and A V over the full L x L (the kernels compute it whole; no causal halving)."""

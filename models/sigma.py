@@ -38,8 +38,8 @@ Deviations from the official forward, declared (none changes an output or a grad
   crash) is not ported. Parameters are unchanged: the second conv reuses the first one's weights.
 - The two Mamba passes run as one call on the 2B batch [X; X~] (same weights, same math).
 - `gru.flatten_parameters()` (a cuDNN memory-layout call) is not made.
-A plain reference (`GatedMambaBlock.forward_reference`: two Mamba calls, a slot-by-slot flip, the
-conv as three taps and `gru_loop`, the GRU step by step) sits beside the fast path as the oracle.
+A plain reference (`GatedMambaBlock.forward_ref`: two Mamba calls, a slot-by-slot flip, the
+conv as three taps and `gru_ref`, the GRU step by step) sits beside the fast path as the oracle.
 """
 from __future__ import annotations
 
@@ -49,8 +49,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import RecBoleLayer, RecBoleStack
-from .mamba4rec import MambaBlock, MambaConfig
+from .mamba4rec import Mamba4Rec, MambaBlock, MambaConfig
 
 FEATURE_CONV_KERNEL = 3  # the GRU branch's Conv1d, hard-coded with padding 1 (a centred window)
 
@@ -83,7 +82,7 @@ def partial_flip_order(seq_len: int, flip_keep: int, device=None) -> torch.Tenso
                       torch.arange(n_flip, seq_len, device=device)))
 
 
-def gru_loop(u: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
+def gru_ref(u: torch.Tensor, weight_ih: torch.Tensor, weight_hh: torch.Tensor) -> torch.Tensor:
     """Reference for a one-layer bias-free nn.GRU (batch first, h_0 = 0), step by step: [B, L, H].
 
     Gate rows in PyTorch's order (r, z, n):
@@ -143,7 +142,7 @@ class GatedMambaBlock(nn.Module):
         y_gru, _ = self.gru(u)  # [B, L, d]
         return self.mix(y_f, y_b, gate_f, gate_b, y_gru)
 
-    def forward_reference(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_ref(self, x: torch.Tensor) -> torch.Tensor:
         """The same block written plainly: the oracle for `forward` (tests only)."""
         L = x.shape[1]
         n_flip = max(L - self.flip_keep, 0)
@@ -153,7 +152,7 @@ class GatedMambaBlock(nn.Module):
         w, b = self.feature_conv.weight, self.feature_conv.bias  # [d_out, d_in, 3], [d_out]
         x_pad = F.pad(x, (0, 0, 1, 1))  # one zero slot on each side
         u = b + sum(x_pad[:, j:j + L] @ w[:, :, j].t() for j in range(FEATURE_CONV_KERNEL))  # taps t-1, t, t+1
-        y_gru = gru_loop(u, self.gru.weight_ih_l0, self.gru.weight_hh_l0)
+        y_gru = gru_ref(u, self.gru.weight_ih_l0, self.gru.weight_hh_l0)
         return self.mix(y_f, y_b, gate_f, gate_b, y_gru)
 
     def flops(self, batch_size: int, seq_len: int) -> int:
@@ -169,33 +168,19 @@ class GatedMambaBlock(nn.Module):
         """Backward products below the generic 2 x forward rule: the Mamba scan's, and the GRU's
         first hidden product, whose input h_0 = 0 needs no gradient (only its weight's)."""
         d = self.proj.in_features
-        return self.mamba.backward_shortfall(2 * batch_size * seq_len) + 2 * batch_size * 3 * d * d
+        return self.mamba.backward_shortfall(2 * batch_size, seq_len) + 2 * batch_size * 3 * d * d
 
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """Element-wise recurrences no counter sees, forward: the Mamba scan on 2B and the GRU's
         state update h_t = n_t + z_t (h_{t-1} - n_t), 3 per channel (its gate activations, like
         every activation, are not counted)."""
-        tokens = batch_size * seq_len
-        return self.mamba.scan_flops(2 * tokens) + 3 * tokens * self.proj.in_features
+        return self.mamba.scan_flops(2 * batch_size, seq_len) + 3 * batch_size * seq_len * self.proj.in_features
 
 
-class SIGMA(RecBoleStack):
+class SIGMA(Mamba4Rec):
+    """Mamba4Rec's wrapper (embedding, layers, residual rule, FFN) around the gated Mamba block."""
+
     causal = False  # the partial flip and the centred k = 3 conv read later slots
     faithful_to = "ziwliu-cityu/SIMGA@018d73a model/gated_mamba.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = SIGMAConfig
-
-    def __init__(self, config: SIGMAConfig):
-        super().__init__(config, (RecBoleLayer(GatedMambaBlock(config), config.d_model, config.dropout,
-                                               residual=config.n_layers > 1)
-                                  for _ in range(config.n_layers)))
-
-    def layer_flops(self, batch_size: int, seq_len: int) -> int:
-        tokens, d = batch_size * seq_len, self.config.d_model
-        return self.layers[0].mixer.flops(batch_size, seq_len) + 16 * tokens * d * d  # + FFN
-
-    def step_flops(self, batch_size: int, seq_len: int) -> int:
-        shortfall = self.layers[0].mixer.backward_shortfall(batch_size, seq_len)
-        return super().step_flops(batch_size, seq_len) - self.config.n_layers * shortfall
-
-    def scan_flops(self, batch_size: int, seq_len: int) -> int:
-        return self.config.n_layers * self.layers[0].mixer.scan_flops(batch_size, seq_len)
+    mixer_class = GatedMambaBlock

@@ -56,8 +56,12 @@ def loss_and_grads(twin, ours, item_seq, target, seed: int | None = None) -> dic
     for side, model in (("twin", twin), ("ours", ours)):
         if seed is not None:
             torch.manual_seed(seed)
-        loss = model.loss(item_seq, target)
-        aux = model.official.trm_encoder.loss if side == "twin" else model.auxiliary_loss()
+        if side == "twin":
+            loss = model.loss(item_seq, target)
+            aux = model.official.trm_encoder.loss
+        else:  # CE and the contrastive term of one forward, as `loss` adds them (models/base.py)
+            ce, aux = model.loss_terms(item_seq, target)
+            loss = ce if aux is None else ce + aux
         loss.backward()
         checks[side] = (loss, aux)
     out = {"loss": (checks["ours"][0], checks["twin"][0]),
@@ -130,7 +134,7 @@ def test_contrastive_loss_skipped_at_inference():
     item_seq, target = batch(DIMS["n_items"], DIMS["max_len"], LENGTHS)
     with official.keep_float64():
         scores_ours, scores_twin = ours.full_scores(item_seq), twin.full_scores(item_seq)
-        assert ours.auxiliary_loss() is None and twin.official.trm_encoder.loss > 0
+        assert ours.loss_terms(item_seq, target)[1] is None and twin.official.trm_encoder.loss > 0
         loss_ours, loss_twin = ours.loss(item_seq, target), twin.loss(item_seq, target)
     assert relative_error(scores_ours, scores_twin) <= REL_TOL
     term = twin.official.trm_encoder.loss
