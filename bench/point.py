@@ -111,11 +111,14 @@ def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
 
 def analytic_flops(point: Point, model, row: dict) -> None:
     """The analytic FLOP cells (each model's formula), or the reason they stay empty."""
-    fwd = model.forward_flops(point.batch_size, point.seq_len)
+    import models
+
+    reason = models.no_analytic_reason(type(model))
     train = point.workload == "train"
-    if fwd is None:  # no formula (an official twin): the cells stay empty and say why
-        row["flops_analytic_reason"] = model.analytic_flops_reason
+    if reason:  # no formula (an official twin, a plugin without cost methods): empty cells and why
+        row["flops_analytic_reason"] = reason
     else:
+        fwd = model.forward_flops(point.batch_size, point.seq_len)
         # a train step's forward also runs the auxiliary loss's branch (models/base.py: auxiliary_flops)
         row["fwd_flops_analytic"] = fwd + (model.auxiliary_flops(point.batch_size, point.seq_len) if train else 0)
         row["step_flops_analytic"] = model.step_flops(point.batch_size, point.seq_len) if train else fwd

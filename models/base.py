@@ -147,7 +147,7 @@ class SequentialRecommender(nn.Module):
         """(hidden [B, L, d], auxiliary training loss or None) from one forward. The hidden states
         are `forward`'s; a model with an auxiliary loss overrides this to compute both in the same
         call (no module state carries the term). Default: no auxiliary loss."""
-        return self.forward(item_seq), None
+        return self(item_seq), None
 
     @staticmethod
     def last_positions(item_seq: torch.Tensor) -> torch.Tensor:
@@ -155,8 +155,10 @@ class SequentialRecommender(nn.Module):
         return (item_seq != 0).sum(dim=1).clamp(min=1) - 1
 
     def user_vector(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        """u_b = H[b, n_b - 1] (RecBole's gather_indexes): [B, d]."""
-        hidden = self.forward(item_seq) if hidden is None else hidden
+        """u_b = H[b, n_b - 1] (RecBole's gather_indexes): [B, d]. The forward runs through
+        `self(...)`, so module hooks see the model as the root module (MemTracker then accepts a
+        submodule the forward calls more than once, such as one Dropout shared by every layer)."""
+        hidden = self(item_seq) if hidden is None else hidden
         index = self.last_positions(item_seq).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return hidden.gather(1, index).squeeze(1)
 
@@ -167,7 +169,7 @@ class SequentialRecommender(nn.Module):
     def loss_terms(self, item_seq: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(softmax CE of the next item over all N ids, the auxiliary loss or None), from one
         forward: `forward_with_aux` in training, `forward` in eval (no auxiliary term)."""
-        hidden, auxiliary = self.forward_with_aux(item_seq) if self.training else (self.forward(item_seq), None)
+        hidden, auxiliary = self.forward_with_aux(item_seq) if self.training else (self(item_seq), None)
         return F.cross_entropy(self.full_scores(item_seq, hidden), target), auxiliary
 
     def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

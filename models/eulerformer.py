@@ -147,7 +147,7 @@ class EulerFormer(SASRec):
     def forward_with_aux(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states and the phase contrastive loss summed over layers, from one forward."""
         if self.config.lamb <= 0:
-            return self.forward(item_seq), None
+            return self(item_seq), None
         losses = []
         hidden = self.encode(item_seq, losses)
         return hidden, sum(losses)

@@ -150,7 +150,8 @@ def zoo_class(class_name: str) -> type[RecBoleZooModel]:
     keys = grid_keys(yaml)
     grid = {"d_model": yaml.get(keys["d_model"][0]), "n_layers": yaml.get(next(iter(keys["n_layers"]), "")),
             "n_heads": yaml.get("n_heads")}
-    taken = set(NOT_MODEL_KEYS) | {k for names in keys.values() for k in names} | {"transform"}
+    # RecBole's own keys, but a width the grid does not set (GRU4Rec's hidden_size) stays a key
+    taken = (set(NOT_MODEL_KEYS) - set(WIDTH_KEYS)) | {k for names in keys.values() for k in names} | {"transform"}
     fields = [(key, int, dataclasses.field(default=value)) for key, value in grid.items() if isinstance(value, int)]
     fields += [(key, type(value), dataclasses.field(default=as_config_default(value)))
                for key, value in yaml.items() if key not in taken]

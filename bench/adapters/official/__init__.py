@@ -361,19 +361,30 @@ class OfficialTwin(SequentialRecommender):
             inter[self.official.POS_ITEM_ID] = target
         return inter
 
-    def forward(self, item_seq: torch.Tensor) -> torch.Tensor:
+    def forward(self, item_seq: torch.Tensor, target: torch.Tensor | None = None, entry: str = "hidden"):
+        """The official entry points, each run through `self(...)` so that module hooks see the
+        twin as the root module (MemTracker refuses a root-level module called twice in a step,
+        and the official code's methods are plain methods, not module calls):
+        `entry="loss"` calculate_loss, `"scores"` full_sort_predict, `"user_vector"` its forward.
+        The hidden states of every slot are not exposed (`entry="hidden"` raises)."""
+        if entry == "loss":
+            return self.official.calculate_loss(self.interaction(item_seq, target))
+        if entry == "scores":
+            return self.official.full_sort_predict(self.interaction(item_seq))
+        if entry == "user_vector":
+            inter = self.interaction(item_seq)
+            return self.official.forward(item_seq, inter[self.official.ITEM_SEQ_LEN])
         raise NotImplementedError("an official twin exposes the user vector, scores and loss, not "
                                   "the hidden states of every slot")
 
     def user_vector(self, item_seq: torch.Tensor, hidden=None) -> torch.Tensor:
-        inter = self.interaction(item_seq)
-        return self.official.forward(item_seq, inter[self.official.ITEM_SEQ_LEN])
+        return self(item_seq, entry="user_vector")
 
-    def full_scores(self, item_seq: torch.Tensor) -> torch.Tensor:
-        return self.official.full_sort_predict(self.interaction(item_seq))
+    def full_scores(self, item_seq: torch.Tensor, hidden=None) -> torch.Tensor:
+        return self(item_seq, entry="scores")
 
     def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.official.calculate_loss(self.interaction(item_seq, target))
+        return self(item_seq, target, entry="loss")
 
     def forward_flops(self, batch_size: int, seq_len: int):
         return None
