@@ -311,6 +311,7 @@ def test_there_are_enough_distinct_cases():
     assert len({tuple(argv) for _, argv, _ in CASES}) == len(CASES)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module,argv,expected", [
     ("bench.regress", [*GATE, "{baseline:time-ratio-infinity}"], "time_ratio is inf"),
     ("bench.ab", [*AB, "--heads", "3", "--out", "{tmp}/ab.csv"], "does not divide"),

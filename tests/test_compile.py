@@ -45,6 +45,7 @@ def test_a_compile_failure_is_an_error_row_not_a_crash(monkeypatch):
     assert row["status"] == "error" and "backend exploded" in row["reason"]
 
 
+@pytest.mark.slow
 def test_sweep_compile_flag_reaches_rows_and_resume_compares_it(tmp_path):
     from tests.badinput import refused
 

@@ -110,6 +110,7 @@ def test_a_plugin_that_breaks_the_contract_is_refused_naming_the_fault(user_modu
         models.model_class(name)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, message", [
     ("usermods.broken.Model", "RuntimeError: the plugin needs a GPU to import"),
     ("usermods.good.NoForward", "does not implement forward"),

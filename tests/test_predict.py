@@ -25,6 +25,7 @@ def small_point(name: str, workload: str, **extra) -> Point:
                  n_items=101, warmup=0, repeats=1, **extra)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("workload", ["train", "infer"])
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_predicted_equals_measured_on_cpu(name, workload):
@@ -91,6 +92,7 @@ def test_predict_in_bf16_follows_the_dtypes_allocated():
     assert predicted["tracked_peak_bytes"] == measured["tracked_peak_bytes"]
 
 
+@pytest.mark.slow
 def test_sweep_predict_writes_predicted_rows_and_a_memory_figure_only(tmp_path):
     from bench import results, sweep
 

@@ -57,6 +57,7 @@ def ml100k(rp, tmp_path_factory):
             "theirs": rp.recbole_samples(dataset, split_data)}
 
 
+@pytest.mark.slow
 def test_same_samples_given_recbole_event_order(rp, ml100k):
     """Same users, items, and every train/valid/test sample (user, input tokens, target)."""
     ours, dataset = ml100k["ordered"], ml100k["dataset"]
