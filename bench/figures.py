@@ -56,20 +56,19 @@ from bench.plots import (
     MEM_YLABEL,
     TIME_YLABEL,
     ResultsCSVError,
-    _colours,
-    _fmt_num,
-    _memory_column,
-    _span_is_log,
     colour_of,
+    format_number,
     integer_problem,
-    line_label,
+    line_colours,
     line_labels,
+    memory_column,
     number_problem,
     read_csv_records,
     read_results_csv,
     save_figure,
+    span_is_log,
 )
-from bench.results import KEY_COLUMNS
+from bench.results import KEY_COLUMNS, spec_label
 
 DPI = 120
 GRID = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")
@@ -149,7 +148,7 @@ def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]
         notes.append(f"{len(df) - len(kept)} row(s) measured the same point as a later row in another "
                      "run folder; the latest row (by timestamp_utc) was kept.")
     kept = kept.drop(columns=["_key", "_order"]).reset_index(drop=True)
-    kept["_label"] = [line_label(m, v) for m, v in zip(kept["model"], kept["variant"])]
+    kept["_label"] = [spec_label(m, v) for m, v in zip(kept["model"], kept["variant"])]
     return kept, notes
 
 
@@ -260,21 +259,11 @@ def metric_columns(metrics: pd.DataFrame) -> list[str]:
 # ------------------------------------------------------------------------------------ helpers
 
 
-def spec_label(model: str, variant: str) -> str:
-    """The CLI spelling of a line (`sasrec:attn_dropout=0`), as `bench.train` writes `model_spec`."""
-    return model if variant in ("", "default") else f"{model}:{variant}"
-
-
 def overrides(variant: str) -> dict:
     """`position=ape:gate=false` -> {'position': 'ape', 'gate': 'false'}; default -> {}."""
     if variant in ("", "default"):
         return {}
     return dict(pair.partition("=")[::2] for pair in variant.split(":"))
-
-
-def memory_column(rows: pd.DataFrame) -> str:
-    ok = rows[rows["status"] == "ok"]
-    return _memory_column(ok) if len(ok) else "tracked_peak_mib"
 
 
 def flops_column(rows: pd.DataFrame) -> str:
@@ -293,7 +282,7 @@ def coherent(rows: pd.DataFrame, free: tuple = ()) -> tuple[pd.DataFrame, str | 
     if len(sizes) == 1:
         return rows, None
     chosen = rows[keys == best]
-    shown = ", ".join(f"{c}={_fmt_num(chosen[c].iloc[0]) if c != 'device' else chosen[c].iloc[0]}"
+    shown = ", ".join(f"{c}={format_number(chosen[c].iloc[0]) if c != 'device' else chosen[c].iloc[0]}"
                       for c in fixed)
     return chosen, (f"rows at {len(sizes) - 1} other setting(s) of the fixed dimensions were left out; "
                     f"drawn: {shown} ({len(chosen)} of {len(rows)} rows)")
@@ -308,7 +297,7 @@ def closest_point(rows: pd.DataFrame, target_len: int = PAPER_SEQ_LEN) -> tuple[
     best = score.sort_values(["lines", "dist"], ascending=[False, True]).index[0]
     chosen = rows[keys == best]
     first = chosen.iloc[0]
-    return chosen, ("grid point: " + ", ".join(f"{c}={_fmt_num(first[c])}" for c in GRID)
+    return chosen, ("grid point: " + ", ".join(f"{c}={format_number(first[c])}" for c in GRID)
                     + f", device={first['device']} (the point holding the most lines, then the one "
                     f"closest to the paper's L={target_len})")
 
@@ -374,15 +363,15 @@ def _draw_lines(ax, rows: pd.DataFrame, x: str, y: str, colours: dict, *, band: 
                         color=colour, markeredgecolor=colour if marker == "x" else "black",
                         transform=top_edge, clip_on=False, zorder=5)
     xs = rows[x].dropna().to_numpy(float)
-    if loglog or _span_is_log(xs):
+    if loglog or span_is_log(xs):
         ax.set_xscale("log", base=2)
     if len(xs):
         ticks = np.unique(xs)
         if len(ticks) <= 16:
             ax.set_xticks(ticks)
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_num))
-    if drawn_y and (loglog or _span_is_log(drawn_y)) and min(drawn_y) > 0:
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(format_number))
+    if drawn_y and (loglog or span_is_log(drawn_y)) and min(drawn_y) > 0:
         ax.set_yscale("log")
         ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
@@ -902,7 +891,7 @@ def sweep_commands(missing: list) -> list:
         for flag, col in (("--batch-size", "batch_size"), ("--d-model", "d_model"), ("--layers", "n_layers"),
                           ("--heads", "n_heads"), ("--n-items", "n_items")):
             if pd.notna(row[col]):
-                parts.append(f"{flag} {_fmt_num(float(row[col]))}")
+                parts.append(f"{flag} {format_number(float(row[col]))}")
         if row["device"]:
             parts.append(f"--device {row['device']}")
         if pd.notna(row["threads"]) and row["threads"] > 0:
@@ -927,7 +916,7 @@ def _missing_text(missing: list) -> str:
     what = {}
     for spec, _partner, workload, row in missing:
         what.setdefault((spec, workload), set()).add(row["seq_len"])
-    return "; ".join(f"{spec} at L={','.join(_fmt_num(float(v)) for v in sorted(lengths))} ({workload})"
+    return "; ".join(f"{spec} at L={','.join(format_number(float(v)) for v in sorted(lengths))} ({workload})"
                      for (spec, workload), lengths in sorted(what.items()))
 
 
@@ -1028,10 +1017,10 @@ def ours_vs_official(results: pd.DataFrame, metrics, colours: dict, out_dir: Pat
         reasons = [f"{side} {status}" + (f" ({reason})" if reason else "") for side, status, reason in (
             ("ours", r.ours_status, _reason(latest, r.ours, r)),
             ("official", r.official_status, _reason(latest, r.official, r)))]
-        figure.notes.append(f"{r.ours} vs {r.official} at L={_fmt_num(float(r.seq_len))} ({r.workload}): "
+        figure.notes.append(f"{r.ours} vs {r.official} at L={format_number(float(r.seq_len))} ({r.workload}): "
                             + ", ".join(reasons))
     for (label, subs), part in twins.groupby(["_label", "official_substitutions"], sort=True):
-        lengths = ",".join(_fmt_num(float(v)) for v in sorted(set(part["seq_len"].dropna())))
+        lengths = ",".join(format_number(float(v)) for v in sorted(set(part["seq_len"].dropna())))
         which = f"`{subs}`" if subs else "none recorded (the official code ran as published)"
         figure.notes.append(f"official_substitutions of {label} ({len(part)} row(s), L={lengths}): {which}")
     if (twins["official_substitutions"] != "").any():
@@ -1060,7 +1049,7 @@ def _ratio_panels(table: pd.DataFrame, colours: dict, title: str, path: Path) ->
                if table[c].astype(str).nunique() > 1]
     series = table.assign(_series=[
         f"{r['ours']} / {r['official']} ({r['workload']}"
-        + "".join(f", {c}={r[c] if c == 'device' else _fmt_num(float(r[c]))}" for c in varying) + ")"
+        + "".join(f", {c}={r[c] if c == 'device' else format_number(float(r[c]))}" for c in varying) + ")"
         for _, r in table.iterrows()])
     names = sorted(set(series["_series"]))
     fig, axes = plt.subplots(1, len(RATIOS), figsize=(15, 4.4), squeeze=False)
@@ -1089,12 +1078,12 @@ def _ratio_panels(table: pd.DataFrame, colours: dict, title: str, path: Path) ->
                         transform=top_edge, clip_on=False, zorder=5)
                 statuses.add(status)
         ax.axhline(1.0, color="black", linewidth=1, alpha=0.7)
-        if _span_is_log(xs):
+        if span_is_log(xs):
             ax.set_xscale("log", base=2)
         if len(xs) and len(np.unique(xs)) <= 16:
             ax.set_xticks(np.unique(xs))
             ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(_fmt_num))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(format_number))
         positive = [v for v in values if v > 0] + [1.0]
         if len(positive) > 1 and max(positive) / min(positive) >= 4:  # ratios: log keeps 2x and 0.5x symmetric
             ax.set_yscale("log", base=2)
@@ -1227,7 +1216,7 @@ def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: P
     """Every figure into `out_dir`; a figure that fails to draw is reported, never raised."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    colours = _colours(sorted(set(results["_label"]))) if len(results) else {}
+    colours = line_colours(sorted(set(results["_label"]))) if len(results) else {}
     figures = []
     measured = results[results["status"] != "predicted"]  # predicted rows meet the paper in their own figure only
     for make in FIGURES:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import models
 from bench import adapters
+from bench.results import spec_label
 
 adapters.register()  # `official/NAME` specs (the official code's twins) everywhere a spec is read
 
@@ -76,7 +77,7 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
-        return self.name if not self.overrides else f"{self.name}:{self.variant}"
+        return spec_label(self.name, self.variant)
 
 
 MAX_VALUE = 2**31 - 1  # the bound of every size flag (bench.cli.MAX_INT)

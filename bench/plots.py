@@ -14,7 +14,7 @@ nothing written.
 
 Conventions
 -----------
-* One line per (model, variant), labelled by :func:`line_label`; colours are
+* One line per (model, variant), labelled by :func:`bench.grid.spec_label`; colours are
   assigned over the whole frame so a series keeps its colour in every figure.
   Rows of one (model, variant, workload) measured with different settings
   (bench.results.SETTINGS_COLUMNS: threads, warmup, repeats, seed, FLOP
@@ -58,9 +58,9 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from bench import cli
 from bench.cli import UsageError
-from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, atomic_output
+from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, atomic_output, spec_label
 
-__all__ = ["line_label", "line_labels", "plot_sweep", "plot_results_csv", "read_results_csv", "main"]
+__all__ = ["line_labels", "plot_sweep", "plot_results_csv", "read_results_csv", "main"]
 
 AXES: tuple[str, ...] = ("seq_len", "n_heads", "n_layers", "batch_size", "d_model")
 METRICS: tuple[str, ...] = ("time", "memory")
@@ -98,14 +98,6 @@ _NUMERIC = (
     "cuda_peak_alloc_mib",
 )
 _STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name")
-
-
-def line_label(model: str, variant: str) -> str:
-    """Legend label of one series: ``sasrec`` or ``sasrec[attention=math]``."""
-    variant = "" if variant is None else str(variant).strip()
-    if variant in ("", "default", "nan"):
-        return str(model)
-    return f"{model}[{variant}]"
 
 
 # --------------------------------------------------------------------------- reading a results CSV
@@ -162,7 +154,7 @@ def number_problem(text: str, *, signed: bool = False, high: float | None = None
     if number < 0 and not signed:
         return f"{_shown(text)} is negative"
     if high is not None and number > high:
-        return f"{_shown(text)} is above {_fmt_num(high)}"
+        return f"{_shown(text)} is above {format_number(high)}"
     return None
 
 
@@ -312,7 +304,7 @@ def _setting(column: str, value) -> str:
     if text.lower() in ("true", "false"):
         return text.lower()
     if text and _NUMBER.fullmatch(text):
-        return _fmt_num(float(text))
+        return format_number(float(text))
     return "" if text.lower() == "nan" else text
 
 
@@ -320,14 +312,14 @@ def line_labels(rows: pd.DataFrame, by: Sequence[str] = ("model", "variant", "wo
                 ) -> tuple[pd.Series, pd.Series, list[str]]:
     """The line each row is drawn on, the settings its line was split by, and notes saying so.
 
-    A line is (model, variant) within a workload, labelled by :func:`line_label`. When its rows
+    A line is (model, variant) within a workload, labelled by :func:`bench.grid.spec_label`. When its rows
     differ in a setting of bench.results.SETTINGS_COLUMNS (two or more non-empty values), they were
     measured differently and are not one series: each setting of those columns becomes its own
     line, labelled by the values, e.g. ``linrec (threads 1)`` and ``linrec (threads 2)``; a row with
     that cell empty gets ``threads not recorded``. Empty cells alone (an older schema without the
     column) split nothing. Returns (labels and the tuple of setting columns that split each row's
     line (empty: not split), both aligned with `rows.index`; one note per split line)."""
-    labels = pd.Series([line_label(m, v) for m, v in zip(rows["model"], rows["variant"])], index=rows.index,
+    labels = pd.Series([spec_label(m, v) for m, v in zip(rows["model"], rows["variant"])], index=rows.index,
                        dtype=object)
     split_by = pd.Series([()] * len(rows), index=rows.index, dtype=object)
     notes = []
@@ -370,7 +362,7 @@ def _normalise(results: pd.DataFrame) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = np.nan
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    df["_label"] = [line_label(m, v) for m, v in zip(df["model"], df["variant"])]
+    df["_label"] = [spec_label(m, v) for m, v in zip(df["model"], df["variant"])]
     return df
 
 
@@ -431,7 +423,7 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", str(name)).strip("_") or "unknown"
 
 
-def _colours(labels: Sequence[str]) -> dict[str, tuple]:
+def line_colours(labels: Sequence[str]) -> dict[str, tuple]:
     cmap = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
     n = cmap.N
     return {lab: cmap(i % n) for i, lab in enumerate(labels)}
@@ -448,7 +440,7 @@ def colour_of(colours: dict, label: str) -> tuple:
     return colours[label]
 
 
-def _span_is_log(values: Iterable[float]) -> bool:
+def span_is_log(values: Iterable[float]) -> bool:
     pos = [v for v in values if v is not None and np.isfinite(v) and v > 0]
     return bool(pos) and max(pos) / min(pos) >= LOG_SPAN
 
@@ -458,7 +450,7 @@ def _all_powers_of_two(values: Iterable[float]) -> bool:
     return bool(vals) and all(v > 0 and float(v).is_integer() and (int(v) & (int(v) - 1)) == 0 for v in vals)
 
 
-def _fmt_num(v: float, _pos=None) -> str:
+def format_number(v: float, _pos=None) -> str:
     if not np.isfinite(v):
         return ""
     if float(v).is_integer():
@@ -474,7 +466,10 @@ def _memory_not_tracked(group: pd.DataFrame) -> bool:
             and not any(group[c].notna().any() for c in MEMORY_COLUMNS if c in group))
 
 
-def _memory_column(ok: pd.DataFrame) -> str:
+def memory_column(rows: pd.DataFrame) -> str:
+    """The memory column a figure of `rows` plots: CUDA's allocator peak where every ok row ran on
+    CUDA and has one, else the exact tracked peak."""
+    ok = rows[rows["status"] == "ok"]
     devices = set(ok["device"].str.lower()) - {""}
     if devices == {"cuda"} and ok["cuda_peak_alloc_mib"].notna().any():
         return "cuda_peak_alloc_mib"
@@ -492,7 +487,7 @@ def _title(workload: str, axis: str, metric: str, group: pd.DataFrame, split: Se
             continue
         vals = group[col].dropna().unique()
         if len(vals) == 1:
-            fixed.append(f"{col}={_fmt_num(vals[0])}")
+            fixed.append(f"{col}={format_number(vals[0])}")
     if "threads" in group.columns:
         threads = {_setting("threads", v) for v in group["threads"]} - {""}
         if len(threads) == 1:
@@ -524,7 +519,7 @@ def _draw(
         ycol, lo_col, hi_col = "time_median_ms", "time_p20_ms", "time_p80_ms"
         ylabel = TIME_YLABEL.get(workload, f"{workload} time (ms, median)")
     else:
-        ycol = _memory_column(ok)
+        ycol = memory_column(ok)
         lo_col = hi_col = None
         ylabel = MEM_YLABEL[ycol]
         if len(ok) and (ok["status"] == "predicted").all():
@@ -594,16 +589,16 @@ def _draw(
 
     # ---- scales
     all_x = group[axis].dropna().to_numpy(dtype=float)
-    if _span_is_log(all_x):
+    if span_is_log(all_x):
         ax.set_xscale("log", base=2 if _all_powers_of_two(all_x) else 10)
     ux = np.unique(all_x[np.isfinite(all_x)])
     if 0 < len(ux) <= 16:
         ax.set_xticks(ux)
         ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(_fmt_num))
+    ax.xaxis.set_major_formatter(FuncFormatter(format_number))
 
     if all_y:
-        if _span_is_log(all_y) and min(all_y) > 0:
+        if span_is_log(all_y) and min(all_y) > 0:
             ax.set_yscale("log")
         else:
             ax.set_ylim(bottom=0)
@@ -691,7 +686,7 @@ def plot_sweep(results: pd.DataFrame, out_dir: Path) -> list[Path]:
     df, notes = prepare(results)
     if df.empty:
         return []
-    colours = _colours(sorted(df["_label"].unique()))
+    colours = line_colours(sorted(df["_label"].unique()))
 
     written: list[Path] = []
     for workload in sorted(df["workload"].unique()):

@@ -24,6 +24,15 @@ from pathlib import Path
 
 from filelock import FileLock
 
+
+def spec_label(model: str, variant) -> str:
+    """A model's one spelling everywhere (CLI specs, `bench.train`'s `model_spec`, legends, tables):
+    `sasrec` or `sasrec:attention=math`, from a row's `model` and `variant` (`default`, empty or
+    NaN: no overrides). bench.grid.ModelSpec.label is this of a parsed spec."""
+    variant = "" if variant is None else str(variant).strip()
+    return str(model) if variant in ("", "default", "nan") else f"{model}:{variant}"
+
+
 COLUMNS = [
     # what was measured
     "model", "variant", "workload", "status", "reason",

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from bench import results
+from bench.grid import ModelSpec, parse_model_spec
 from bench.plots import (
     _safe,
     _title,
-    line_label,
     line_labels,
     main,
     plot_results_csv,
@@ -21,6 +21,7 @@ from bench.plots import (
     read_results_csv,
     series,
 )
+from bench.results import spec_label
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -84,10 +85,10 @@ def _assert_png(path: Path) -> None:
     assert len(data) > 5_000, (path, len(data))
 
 
-def test_line_label():
-    assert line_label("sasrec", "default") == "sasrec"
-    assert line_label("sasrec", "attention=math") == "sasrec[attention=math]"
-    assert line_label("linrec", "") == "linrec"
+def test_spec_label_is_the_one_spelling_of_a_model():
+    assert spec_label("sasrec", "default") == "sasrec" == ModelSpec("sasrec").label
+    assert spec_label("sasrec", "attention=math") == "sasrec:attention=math" == parse_model_spec("sasrec:attention=math").label
+    assert spec_label("linrec", "") == spec_label("linrec", float("nan")) == "linrec"
 
 
 def test_plot_sweep_writes_expected_files(tmp_path):
