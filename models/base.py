@@ -1,7 +1,9 @@
 """The model contract: what every model of the suite is and declares (the RecBole
 sequential-recommender protocol), written once here.
 
-Required of a model (a `SequentialRecommender` subclass registered in models/__init__.py):
+Required of a model (a `SequentialRecommender` subclass: registered in models/__init__.py, or from
+outside the package by a dotted path or a `seqrec_bench.models` entry point, where
+`models.check_model_class` refuses a class that breaks this contract with one line):
 - `forward(item_seq [B, L]) -> [B, L, d]`: the last layer's hidden states (the "feature matrix" of
   Fig. 9). Input ids are left-aligned and right-padded with id 0 (slots n_b..L-1 are 0).
 - `config_class`: its config dataclass, a subclass of `SeqRecConfig` holding the official defaults

@@ -2,7 +2,8 @@
 
 - `recbole_init`: RecBole's weight policy (N(0, 0.02^2) Linear/Embedding weights, zero Linear
   biases, unit LayerNorm). Runs after `nn.Embedding(padding_idx=0)` zeroed row 0, so the padding
-  row ends up a random vector that padding_idx then keeps frozen, exactly as in RecBole.
+  row ends up a random vector, exactly as in RecBole. padding_idx stops the lookup's gradient to
+  it, but the row still learns through its score in the tied output product (row 0 is scored).
 - `FeedForward`: the position-wise MLP, in RecBole's post-LN residual form or MLLA's bare form.
 - `DropPath`: timm's per-sample stochastic depth.
 - `RotaryEmbedding`: interleaved-pair RoPE over the full width, computed in fp32.

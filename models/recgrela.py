@@ -40,7 +40,7 @@ X W_g + b_g and Y but recomputes G in backward (plain autograd keeps G too: one 
 per block more); and no local name outlives its use, so Q, K, their rotations and O are freed
 before the MLP. At the official ML-1M shape (B = 64, L = 200, 4 layers, 4 heads, train step) the
 exact tracked peak is 413,253,172 B, against 426,514,484 B for the official code with its
-reference conv (../shared/docs/peer-costs.md; 438,527,020 B before these two changes).
+reference conv (docs/measurement.md §10; 438,527,020 B before these two changes).
 """
 from __future__ import annotations
 

@@ -267,7 +267,7 @@ def test_elastic_padding_never_reaches_real_slots():
     with torch.no_grad():
         out = model(item_seq)
         assert_close("more padding", out[real], model(wider)[:, :12][real], rtol=1e-5, atol=1e-6)
-        model.item_embedding.weight[0].normal_()  # a different frozen padding vector
+        model.item_embedding.weight[0].normal_()  # a different padding vector
         assert_close("padding vector", out[real], model(item_seq)[real], rtol=1e-5, atol=1e-6)
         empty = model(torch.zeros(1, 12, dtype=torch.long))  # all padding: slot 0 guard, no NaN
     assert torch.isfinite(empty).all()

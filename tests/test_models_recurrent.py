@@ -240,7 +240,7 @@ def test_recblr_lambda_linspace_and_recbole_init():
         assert abs(weight.std().item() - 0.02) < 0.002
     conv = grl.conv.conv.weight  # PyTorch default U(+-1/sqrt(k)) = U(+-0.5), not N(0, 0.02^2)
     assert conv.abs().max() <= 0.5 and conv.std() > 0.2
-    assert model.item_embedding.weight[0].abs().sum() > 0  # padding row: random, then frozen
+    assert model.item_embedding.weight[0].abs().sum() > 0  # padding row: random (RecBole re-initialises it)
 
 
 def test_recblr_official_parameter_count():
