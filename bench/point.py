@@ -2,9 +2,11 @@
 
 Order inside the child (inputs built before any clock):
 1. build the model and the batch; count parameters; analytic FLOPs;
-2. FLOP counters: fvcore over the forward part (a real traced forward), FlopCounterMode over the
-   forward and over one whole step, run on a copy of the workload on the meta device (shapes only:
-   exact counts at any L without allocating, and with the math SDPA backend so attention counts);
+2. FLOP counters: fvcore over the forward part (a real traced forward); FlopCounterMode over one
+   whole step, which also gives the forward's share (what it counted before backward began), run on
+   a fresh fp32 copy of the workload with the math SDPA backend so attention counts: on the CPU for
+   a CPU point, else on the meta device (shapes only: any L without allocating); see
+   `count_with_flopcounter`;
 3. one untimed step under an op recorder: the attention kernels that really ran (a fused kernel
    can fall back to its math form) go into `attention_ops`;
 4. wall time: `warmup` untimed steps, then `repeats` timed ones (median, IQR, p20/p80);
@@ -95,18 +97,46 @@ def one_line(err: BaseException) -> str:
 
 
 def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
-    """FlopCounterMode's (forward, whole step) FLOPs of the point's workload built on `device`
-    ("meta": shapes only, any L without allocating); the copy is dropped afterwards."""
-    from bench.measure.flops import flopcounter_flops
+    """FlopCounterMode's (forward, whole step) FLOPs of a fresh fp32 copy of the point's workload
+    built on `device`, both from one pass over its step (the forward: what was counted before
+    backward began; bench.measure.flops.flopcounter_forward_and_step_flops); the copy is dropped
+    afterwards. fp32 on every device: the meta device never autocasts, so this is the graph the
+    counts have always been of, whatever `--dtype` measures."""
+    from bench.measure.flops import flopcounter_forward_and_step_flops
 
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device, point.dtype)
+                       point.seed, device, "fp32")
+    return flopcounter_forward_and_step_flops(w.step)
 
-    def forward_only():
-        with torch.no_grad():
-            return w.forward_module(*w.inputs)
 
-    return flopcounter_flops(forward_only), flopcounter_flops(w.step)
+def count_with_flopcounter(point: Point) -> tuple[int, int, str]:
+    """(forward, step, device counted on) of FlopCounterMode for a measured point. The count is the
+    same on any device (shapes only; tests/test_flops_onepass.py checks the CPU against meta for
+    every model); where it runs is a matter of cost:
+    - a CPU point counts a fresh copy on the CPU: a real step at the sizes a CPU measures is cheaper
+      than on the meta device, whose Python shape functions cost ~0.1 ms per op (the selective
+      scans' per-step ops made SIGMA's count 3-6x slower on meta); if that copy runs out of memory
+      (the math attention it counts with can be larger than a fused kernel), it is counted on meta;
+    - any other point counts on the meta device (nothing allocated on the accelerator), or, for
+      code that reads values (e.g. `.item()`, as the official LRURec port does), which cannot run on
+      shapes alone, on a fresh copy on the point's device."""
+    import gc
+
+    kind = point.device.split(":")[0]
+    if kind == "cpu":
+        try:
+            return (*flopcounter_counts(point, point.device), kind)
+        except Exception as err:
+            if not is_out_of_memory(err):
+                raise
+        gc.collect()
+        return (*flopcounter_counts(point, "meta"), "meta")
+    try:
+        return (*flopcounter_counts(point, "meta"), "meta")
+    except (RuntimeError, NotImplementedError) as err:
+        if "meta" not in str(err):
+            raise
+    return (*flopcounter_counts(point, point.device), kind)
 
 
 def analytic_flops(point: Point, model, row: dict) -> None:
@@ -196,16 +226,7 @@ def measure(point: Point, row: dict, nvml_baseline: int | None = None) -> None:
         else:
             row["fwd_flops_fvcore"] = check_nonzero("fvcore", count.flops)
             row["fvcore_skipped_ops"] = " ".join(sorted(count.unsupported_ops))
-        try:
-            fwd_count, step_count = flopcounter_counts(point, "meta")
-            row["flopcounter_device"] = "meta"
-        except (RuntimeError, NotImplementedError) as err:
-            if "meta" not in str(err):
-                raise
-            # code that reads values (e.g. `.item()`, as the official LRURec port does) cannot run
-            # on shapes alone: count a fresh copy of the workload on the real device instead
-            fwd_count, step_count = flopcounter_counts(point, point.device)
-            row["flopcounter_device"] = point.device.split(":")[0]
+        fwd_count, step_count, row["flopcounter_device"] = count_with_flopcounter(point)
         row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", fwd_count)
         row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", step_count)
 
@@ -268,7 +289,7 @@ def predict(point: Point, row: dict) -> None:
 
 def _predict(point: Point, row: dict) -> None:
     from bench.measure.dispatch import attention_ops, dispatched_ops
-    from bench.measure.flops import check_nonzero, flopcounter_flops
+    from bench.measure.flops import check_nonzero, flopcounter_forward_and_step_flops
     from bench.measure.predict import cuda_kernels, fake_workload, predicted_peak
 
     cuda = point.device.startswith("cuda")
@@ -278,14 +299,10 @@ def _predict(point: Point, row: dict) -> None:
     analytic_flops(point, w.model, row)
     if point.flops:
         row["fvcore_reason"] = "not run when predicting: fvcore traces a real forward"
-
-        def forward_only():
-            with torch.no_grad():
-                return w.forward_module(*w.inputs)
-
         with mode:  # the project's convention, on any target: the math form's products (see bench.measure.flops)
-            row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(forward_only))
-            row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", flopcounter_flops(w.step))
+            fwd_count, step_count = flopcounter_forward_and_step_flops(w.step)
+        row["fwd_flops_flopcounter"] = check_nonzero("FlopCounterMode", fwd_count)
+        row["step_flops_flopcounter"] = check_nonzero("FlopCounterMode", step_count)
         row["flopcounter_device"] = "fake"
     with mode, cuda_kernels(cuda):
         row["attention_ops"] = attention_ops(dispatched_ops(w.step))

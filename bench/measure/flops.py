@@ -23,6 +23,12 @@ counters, so the counters agree exactly on the same forward pass. SDPA is counte
   torch 2.13's ``convolution_backward`` formula ignores ``groups`` in its grad-weight term, so a
   depthwise conv's backward comes out C times too large; :func:`conv_backward_flops` replaces it
   (each of grad-input and grad-weight costs exactly the forward's multiply-adds).
+- :func:`flopcounter_forward_and_step_flops`: one FlopCounterMode pass over a whole train step
+  that also yields the forward's share, instead of a second pass over the forward alone: every
+  formula FlopCounterMode uses is wrapped to tally its count by phase, and the forward is what was
+  counted before the first product the autograd engine ran (``.backward()``). The total is
+  FlopCounterMode's own; the per-op formulas are unchanged (tests/test_flops_onepass.py checks
+  both figures against the two separate passes for every model).
 - Complex tensors: both counters count a product by its shape; a complex multiply-add is 4 real
   ones, so every matrix-product handle/formula here multiplies by 4 when an operand is complex
   (LRURec's complex projections).
@@ -42,7 +48,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["FvcoreCount", "check_nonzero", "conv_backward_flops", "flopcounter_flops", "fvcore_forward_flops"]
+__all__ = ["FvcoreCount", "check_nonzero", "conv_backward_flops", "flopcounter_flops",
+           "flopcounter_forward_and_step_flops", "fvcore_forward_flops"]
 
 # fvcore default handles that are not matrix-product-class: ignored under our convention.
 _FVCORE_NON_MATMUL_OPS: tuple[str, ...] = (
@@ -186,20 +193,74 @@ def _complex_aware_formula(op: Any) -> Callable[..., int]:
     return formula
 
 
-def flopcounter_flops(fn: Callable[[], object]) -> int:
-    """FLOPs of everything ``fn()`` runs (backward included if it calls ``.backward()``)."""
-    if not callable(fn):
-        raise ValueError(f"Expected a callable taking no arguments, got {type(fn).__name__}.")
+def _custom_mapping() -> dict:
+    """FlopCounterMode's `custom_mapping` under our convention (complex x4, grouped conv backward)."""
+    aten = torch.ops.aten
+    mapping: dict = {op: _complex_aware_formula(op) for op in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)}
+    mapping[aten.convolution_backward] = conv_backward_flops
+    return mapping
+
+
+def _count(fn: Callable[[], object], mapping: dict) -> int:
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    aten = torch.ops.aten
-    mapping = {op: _complex_aware_formula(op) for op in (aten.mm, aten.addmm, aten.bmm, aten.baddbmm)}
-    mapping[aten.convolution_backward] = conv_backward_flops
     counter = FlopCounterMode(display=False, custom_mapping=mapping)
     with sdpa_kernel(SDPBackend.MATH), counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def flopcounter_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of everything ``fn()`` runs (backward included if it calls ``.backward()``)."""
+    if not callable(fn):
+        raise ValueError(f"Expected a callable taking no arguments, got {type(fn).__name__}.")
+    return _count(fn, _custom_mapping())
+
+
+class _PhaseTally:
+    """Every formula FlopCounterMode would use (torch's registry with our `custom_mapping` on top),
+    each wrapped to add the count it returns, unchanged, to the phase it ran in: `forward` until the
+    autograd engine first runs a counted product, `backward` inside the engine, `after` outside it
+    afterwards (an optimizer step: Adam runs no counted product)."""
+
+    def __init__(self, mapping: dict):
+        from torch.utils.flop_counter import flop_registry, shape_wrapper
+
+        self.forward = self.backward = self.after = 0
+        self.in_backward_seen = False
+        merged = dict(flop_registry)
+        merged.update({op: f if getattr(f, "_get_raw", False) else shape_wrapper(f) for op, f in mapping.items()})
+        self.mapping = {op: self._wrap(f) for op, f in merged.items()}
+
+    def _wrap(self, formula: Callable[..., int]) -> Callable[..., int]:
+        def tallied(*args, **kwargs) -> int:
+            flops = formula(*args, **kwargs)
+            if torch._C._current_graph_task_id() != -1:  # inside the autograd engine (ModTracker.is_bw)
+                self.in_backward_seen = True
+                self.backward += flops
+            elif self.in_backward_seen:
+                self.after += flops
+            else:
+                self.forward += flops
+            return flops
+
+        tallied._get_raw = True  # already takes FlopCounterMode's raw arguments
+        return tallied
+
+
+def flopcounter_forward_and_step_flops(step: Callable[[], object]) -> tuple[int, int]:
+    """(forward, whole step) FLOPs of ``step()`` from one FlopCounterMode pass: the whole step is
+    FlopCounterMode's total, the forward what it counted before the autograd engine ran its first
+    counted product. For a step without backward (inference) both are the total."""
+    if not callable(step):
+        raise ValueError(f"Expected a callable taking no arguments, got {type(step).__name__}.")
+    tally = _PhaseTally(_custom_mapping())
+    total = _count(step, tally.mapping)
+    if tally.forward + tally.backward + tally.after != total:  # every count went through a wrapper
+        raise RuntimeError(f"FlopCounterMode counted {total} FLOPs but its formulas returned "
+                           f"{tally.forward + tally.backward + tally.after}; the phase split is not exact")
+    return tally.forward, total
 
 
 def check_nonzero(name: str, flops: int) -> int:
