@@ -1,4 +1,5 @@
-"""Measure one grid point; run as `python -m bench.point POINT_JSON ROW_JSON` in its own process.
+"""Measure one grid point; run as `python -m bench.point POINT_JSON ROW_JSON` in its own process
+(or forked for it by `python -m bench.point --serve DIR`, the sweep's point server: bench.runner).
 
 Order inside the child (inputs built before any clock):
 1. build the model and the batch; count parameters; analytic FLOPs;
@@ -335,6 +336,10 @@ def run(point: Point) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve"]:  # the sweep's point server (bench.runner.PointServer)
+        from bench.runner import serve
+
+        return serve(argv[1:])
     if len(argv) != 2:
         print("usage: python -m bench.point POINT_JSON ROW_JSON", file=sys.stderr)
         return 2

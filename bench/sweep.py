@@ -33,8 +33,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shlex
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -251,30 +253,114 @@ def summary(row: dict) -> str:
     return f"ok {float(row['time_median_ms']):.1f} ms, {memory}{compiled}"
 
 
-def run_sweep(points, csv_path: Path, resume: bool, log=print) -> list[dict]:
-    """Measure every point not yet in the CSV, appending a row as each finishes."""
-    from bench.runner import run_isolated
+def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None) -> list[dict]:
+    """Measure every point not yet in the CSV, appending a row as each finishes. `progress`: a
+    stream to draw a progress bar on (`Progress`) when it is a terminal; the log lines are the same
+    with or without it."""
+    from bench.runner import point_server, run_isolated
 
     done = {results.row_key(row) for row in results.read_rows(csv_path)} if resume and csv_path.exists() else set()
     todo = [p for p in points if results.row_key(_key_row(p)) not in done]
     if done:
         log(f"resuming: {len(points) - len(todo)} of {len(points)} points already in {csv_path}")
+    if not todo:
+        return []
     start, rows, spent = time.monotonic(), [], []
-    for i, point in enumerate(todo, 1):
-        began = time.monotonic()
-        row = run_isolated(point)
-        spent.append((point, time.monotonic() - began))
-        unknown = sorted(set(row) - set(results.COLUMNS))
-        if unknown:  # a child from other code than this parent (the tree changed mid-run)
-            log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
-            row = {k: v for k, v in row.items() if k in results.COLUMNS}
-        results.append_row(csv_path, row)
-        rows.append(row)
-        elapsed = time.monotonic() - start
-        eta = estimate_remaining_s(spent, todo[i:])
-        log(f"[{i}/{len(todo)}] {describe(point)}: {summary(row)} "
-            f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
+    with Progress(len(todo), progress, log) as bar, point_server(log=bar.log) as server:
+        for i, point in enumerate(todo, 1):
+            bar.start(describe(point), estimate_remaining_s(spent, todo[i - 1:]) if spent else None)
+            began = time.monotonic()
+            row = run_isolated(point, server)
+            spent.append((point, time.monotonic() - began))
+            unknown = sorted(set(row) - set(results.COLUMNS))
+            if unknown:  # a child from other code than this parent (the tree changed mid-run)
+                bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
+                row = {k: v for k, v in row.items() if k in results.COLUMNS}
+            results.append_row(csv_path, row)
+            rows.append(row)
+            elapsed = time.monotonic() - start
+            eta = estimate_remaining_s(spent, todo[i:])
+            bar.log(f"[{i}/{len(todo)}] {describe(point)}: {summary(row)} "
+                    f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
+            bar.finish_point(eta)
     return rows
+
+
+def is_terminal(stream) -> bool:
+    """Whether a progress bar may be drawn on `stream`: an interactive terminal that understands
+    carriage returns (not a pipe, a file, CI's log, or TERM=dumb)."""
+    try:
+        return bool(stream is not None and stream.isatty()) and os.environ.get("TERM", "") != "dumb"
+    except (AttributeError, ValueError, OSError):  # closed or not a file
+        return False
+
+
+class Progress:
+    """The sweep's progress bar (tqdm) on `stream` when it is a terminal: points done / total, the
+    point being measured, elapsed time and the ETA (`estimate_remaining_s`, counting down while a
+    point runs). Elsewhere (a pipe, a log file, CI) it draws nothing and writes no control
+    characters: `log` lines go out exactly as they would without it. Log lines written while the
+    bar is shown go above it (tqdm.write)."""
+
+    TICK_S = 1.0  # how often the bar's clock and ETA are redrawn while a point runs
+
+    def __init__(self, total: int, stream, log=print):
+        self._log, self._stream, self.bar = log, stream, None
+        self._eta, self._since = None, time.monotonic()
+        if not is_terminal(stream):
+            return
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, file=stream, unit="point", dynamic_ncols=True, leave=False,
+                        bar_format="{n_fmt}/{total_fmt} points |{bar}| {elapsed}{postfix}")
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="sweep-progress", daemon=True)
+        self._ticker.start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def log(self, line: str) -> None:
+        if self.bar is None:
+            self._log(line)
+        else:
+            self.bar.write(line, file=self._stream)
+
+    def _postfix(self, what: str | None = None) -> str:
+        if self._eta is None:
+            eta = "ETA ?"
+        else:
+            eta = f"ETA {clock(max(0.0, self._eta - (time.monotonic() - self._since)))}"
+        return eta if what is None else f"{eta}, now {what}"
+
+    def start(self, what: str, eta_s: float | None) -> None:
+        """A point begins: `what` it is, and the estimated seconds left including it (None: unknown)."""
+        self._what, self._eta, self._since = what, eta_s, time.monotonic()
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(what))
+
+    def finish_point(self, eta_s: float) -> None:
+        self._what, self._eta, self._since = None, eta_s, time.monotonic()
+        if self.bar is not None:
+            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.update(1)
+
+    def _tick(self) -> None:
+        while not self._stop.wait(self.TICK_S):
+            bar = self.bar
+            if bar is None:
+                return
+            bar.set_postfix_str(self._postfix(getattr(self, "_what", None)))
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self._stop.set()
+            self._ticker.join()
+            bar, self.bar = self.bar, None
+            bar.close()
 
 
 def point_size(point) -> int:
@@ -375,7 +461,7 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
         handle.write(f"{results.utc_now()}  python -m bench.sweep {shlex.join(argv)}\n")
     print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
     try:
-        run_sweep(points, csv_path, args.resume, log=lambda line: print(line, flush=True))
+        run_sweep(points, csv_path, args.resume, log=lambda line: print(line, flush=True), progress=sys.stdout)
     except KeyboardInterrupt:
         print(f"interrupted: finished rows are kept in {csv_path}; rerun with --resume", file=sys.stderr)
         return 130

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import signal
 import subprocess
@@ -185,3 +186,52 @@ def test_every_model_measures_on_every_axis(axis):
                 assert row["fwd_flops_fvcore"] == row["fwd_flops_flopcounter"] == row["fwd_flops_analytic"]
                 assert row["step_flops_flopcounter"] == row["step_flops_analytic"]
                 assert row["tracked_peak_bytes"] > 0 and row["time_median_ms"] > 0
+
+
+class Terminal(io.StringIO):
+    """A stream that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def fake_sweep(tmp_path, monkeypatch, stream, term="xterm-256color"):
+    """run_sweep over three stand-in points (no child processes): (log lines, what `stream` got)."""
+    import contextlib
+
+    from bench import runner
+    from bench.point import base_row
+
+    def measured(point, server=None):
+        return dict(base_row(point), status="ok", reason="", time_median_ms=1.5, tracked_peak_mib=2.0)
+
+    monkeypatch.setattr(runner, "run_isolated", measured)
+    monkeypatch.setattr(runner, "point_server", lambda log=None: contextlib.nullcontext())
+    monkeypatch.setenv("TERM", term)
+    points = [Point("linrec", (), "train", "seq_len", seq_len=n, batch_size=2, n_layers=1, n_heads=1, d_model=8,
+                    n_items=20) for n in (4, 8, 16)]
+    lines = []
+    rows = sweep.run_sweep(points, tmp_path / "results.csv", False, log=lines.append, progress=stream)
+    assert len(rows) == len(results.read_rows(tmp_path / "results.csv")) == 3
+    return lines, stream.getvalue()
+
+
+def test_progress_bar_is_drawn_only_on_a_terminal(tmp_path, monkeypatch):
+    """Not a terminal (a pipe, a log file, CI), or TERM=dumb: no bar and not one control character;
+    the log lines are the ones tests and users grep ([i/n] ... ETA ...)."""
+    for stream, term in ((io.StringIO(), "xterm"), (Terminal(), "dumb")):
+        lines, drawn = fake_sweep(tmp_path / term, monkeypatch, stream, term)
+        assert drawn == ""
+        assert [line.split(":")[0] for line in lines] == [f"[{i}/3] linrec train seq_len={n}"
+                                                         for i, n in ((1, 4), (2, 8), (3, 16))]
+        assert all("ok 1.5 ms, 2.0 MiB tracked (elapsed" in line and "ETA" in line for line in lines)
+        assert not any(ch in "".join(lines) for ch in "\r\x1b")
+
+
+def test_progress_bar_on_a_terminal_shows_points_the_current_one_and_eta(tmp_path, monkeypatch):
+    lines, drawn = fake_sweep(tmp_path, monkeypatch, Terminal())
+    assert lines == []  # the log lines are written above the bar, on the terminal
+    assert "0/3 points" in drawn and "2/3 points" in drawn and "ETA ?, now linrec train seq_len=4" in drawn
+    assert "now linrec train seq_len=16" in drawn and "ETA 0:00:0" in drawn
+    for i, n in ((1, 4), (2, 8), (3, 16)):
+        assert f"[{i}/3] linrec train seq_len={n}: ok 1.5 ms" in drawn
