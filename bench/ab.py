@@ -33,8 +33,8 @@ from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import _percentile, set_cpu_threads
-from bench.point import device_name
 from bench.results import append_csv_row
+from bench.sweep.point import device_name
 from bench.workload import build_workload
 
 
@@ -61,7 +61,7 @@ class ABResult:
     tracked_peak_b_bytes: int
     torch_version: str
     device: str
-    device_name: str  # as in sweep rows (bench.point.device_name)
+    device_name: str  # as in sweep rows (bench.sweep.point.device_name)
 
 
 AB_COLUMNS = [f.name for f in fields(ABResult)]  # the CSV header of `--out`

@@ -201,7 +201,7 @@ def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-def run(main: Callable[[], int]) -> None:
+def run(main: Callable[[], int], prog: str | None = None) -> None:
     """`sys.exit(main())` for `python -m bench.X`, so that no command ends in a traceback:
     - a closed stdout pipe (`... | head`) does not stop the work: later output goes to /dev/null;
     - SIGTERM (`kill`, a job scheduler) becomes KeyboardInterrupt, so it takes the Ctrl-C path
@@ -212,7 +212,7 @@ def run(main: Callable[[], int]) -> None:
       full, permission) is one line naming the file, exit 1;
     - any other exception is one line naming it, exit 1; `SEQREC_TRACEBACK=1` shows the traceback.
     """
-    prog = _prog(main)
+    prog = prog or _prog(main)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # replaces bench/__init__'s start-up handler
     signal.signal(signal.SIGTERM, _terminate)
     swallowed = _catch_unraisable_interrupts()

@@ -11,7 +11,7 @@ Examples:
 The grid: every registered model (`models.available()` at run time) with its default config, both
 workloads (train: forward + CE + backward + Adam step; infer: forward + full scores), at one tiny
 shape (GRID below: B=4, L=32, d=16, 2 layers, 2 heads, 256 items, 1 thread). Each point is measured
-in this process by the sweep's own child routine (`bench.point.run`): parameters, FLOPs from every
+in this process by the sweep's own child routine (`bench.sweep.point.run`): parameters, FLOPs from every
 counter (fvcore, FlopCounterMode forward and whole step, analytic, scan) and the exact tracked
 peak memory of one step (MemTracker). Time is a ratio to a control workload (a fixed matmul + MLP
 train step, `control_step`) timed in the same process: 30 rounds, each one control step and one
@@ -138,10 +138,10 @@ def paired_time_ratio(step, control, warmup: int, rounds: int) -> tuple[float, f
 
 
 def measure_point(name: str, workload: str, control) -> dict:
-    """One model x workload at GRID: counts and tracked memory by `bench.point.run` (its own
+    """One model x workload at GRID: counts and tracked memory by `bench.sweep.point.run` (its own
     timing, one step, is not used), then the paired time ratio against the control."""
     from bench.grid import Point
-    from bench.point import run
+    from bench.sweep.point import run
     from bench.workload import build_workload
 
     point = Point(name, (), workload, "seq_len", seq_len=GRID["seq_len"], batch_size=GRID["batch_size"],

@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data as seqdata
-from bench import rank as ranking
-from bench import train as trainer
 from bench.grid import parse_model_spec
+from bench.train import data as seqdata
+from bench.train import rank as ranking
+from bench.train import train as trainer
 from tests.badinput import refused, refused_cli
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -16,7 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import plots, report, results
+from bench import results
+from bench.report import plots, report
 from tests.badinput import REPO_ROOT, refused, refused_cli
 
 N_COLUMNS = len(results.COLUMNS)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import results, sweep
+from bench import results
+from bench.sweep import sweep
 from tests.badinput import refused
 
 TINY = ["--models", "linrec", "--batch-size", "2", "--layers", "1", "--heads", "1", "--d-model", "8",

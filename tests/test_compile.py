@@ -6,9 +6,10 @@ import os
 import pytest
 import torch
 
-from bench import results, sweep
+from bench import results
 from bench.grid import Point
-from bench.point import COMPILED_NOT_TRACKED, run
+from bench.sweep import sweep
+from bench.sweep.point import COMPILED_NOT_TRACKED, run
 from bench.workload import build_workload
 
 SMALL = dict(axis="seq_len", seq_len=16, batch_size=4, n_layers=1, n_heads=2, d_model=16, n_items=50, warmup=1,
@@ -66,7 +67,7 @@ def test_every_compiled_point_compiles_with_empty_caches_of_its_own(monkeypatch)
     scratch directory (a warm on-disk cache made a second compile 5x faster on this CPU)."""
     import subprocess
 
-    from bench import runner
+    from bench.sweep import runner
 
     seen = []
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data as seqdata
-from bench import train as trainer
+from bench.train import data as seqdata
+from bench.train import train as trainer
 
 REPO = Path(__file__).resolve().parent.parent
 

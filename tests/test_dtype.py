@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import sweep
 from bench.grid import Point
-from bench.point import run
+from bench.sweep import sweep
+from bench.sweep.point import run
 from bench.workload import build_workload
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

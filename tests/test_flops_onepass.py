@@ -12,7 +12,7 @@ from torch import nn
 import models
 from bench.grid import Point
 from bench.measure.flops import flopcounter_flops, flopcounter_forward_and_step_flops
-from bench.point import flopcounter_counts
+from bench.sweep.point import flopcounter_counts
 from bench.workload import build_workload
 
 # L = 33: one chunk of the selective scan (32) and a partial one; B = 3, d = 16: tiny, on meta
@@ -39,11 +39,11 @@ def two_passes(name: str, kind: str) -> tuple[int, int]:
 def test_one_pass_equals_the_two_passes(name, kind):
     expected = two_passes(name, kind)
     assert flopcounter_forward_and_step_flops(build_workload(name, SHAPE, kind, BATCH, 0, "meta").step) == expected
-    # and what a point records (bench.point.flopcounter_counts builds its own meta copy)
+    # and what a point records (bench.sweep.point.flopcounter_counts builds its own meta copy)
     point = Point(name, (), kind, "seq_len", seq_len=SHAPE["max_len"], batch_size=BATCH, n_layers=SHAPE["n_layers"],
                   n_heads=SHAPE["n_heads"], d_model=SHAPE["d_model"], n_items=SHAPE["n_items"])
     assert flopcounter_counts(point, "meta") == expected
-    # a CPU point counts a real copy on the CPU (bench.point.count_with_flopcounter): the same counts
+    # a CPU point counts a real copy on the CPU (bench.sweep.point.count_with_flopcounter): the same counts
     assert flopcounter_counts(point, "cpu") == expected
     forward, step = expected
     assert 0 < forward and (step == forward if kind == "infer" else step > 2 * forward)
@@ -97,10 +97,10 @@ def test_rejects_a_non_callable():
 
 
 def test_where_a_point_is_counted(monkeypatch):
-    """bench.point.count_with_flopcounter: a CPU point on the CPU, or on meta when that copy runs
+    """bench.sweep.point.count_with_flopcounter: a CPU point on the CPU, or on meta when that copy runs
     out of memory; another device's point on meta, or on its own device for code that reads values
     (meta cannot answer `.item()`). Stand-in counters record where they were asked to count."""
-    from bench import point as bench_point
+    from bench.sweep import point as bench_point
 
     asked = []
 

@@ -15,7 +15,7 @@ import models
 import models.elastic
 from bench.grid import Point
 from bench.measure.flops import flopcounter_flops, fvcore_forward_flops
-from bench.point import base_row
+from bench.sweep.point import base_row
 from bench.workload import build_workload, make_batch
 from models.elastic import Elastic, ElasticConfig, LinearDispatcherAttention, ProductKeyMemory
 from models.eulerformer import euler_transform

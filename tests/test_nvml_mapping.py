@@ -11,7 +11,7 @@ import types
 import pytest
 
 from bench.measure.memory import NvmlSampler, nvml_handle
-from bench.point import device_name
+from bench.sweep.point import device_name
 
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-1111-1111-1111-111111111111"]
 

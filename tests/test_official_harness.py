@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bench.grid import Point, parse_model_spec
-from bench.point import run
+from bench.sweep.point import run
 from tests.test_official_equivalence import _require_peers
 
 TINY = {"seq_len": 12, "batch_size": 3, "n_layers": 1, "n_heads": 2, "d_model": 8, "n_items": 29}

@@ -5,7 +5,7 @@ import pytest
 
 from bench.grid import Point
 from bench.measure.peak import calibrate_cpu_peak, gpu_peak_tflops, utilisation
-from bench.point import run
+from bench.sweep.point import run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

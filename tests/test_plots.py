@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench import results
 from bench.grid import ModelSpec, parse_model_spec
-from bench.plots import (
+from bench.report.plots import (
     _safe,
     _title,
     line_labels,

@@ -17,9 +17,9 @@ import torch
 
 import models
 from bench import adapters
-from bench import data as seqdata
 from bench.grid import Point, parse_model_spec
-from bench.point import run
+from bench.sweep.point import run
+from bench.train import data as seqdata
 from tests.badinput import refused_cli
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

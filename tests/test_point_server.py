@@ -1,4 +1,4 @@
-"""The sweep's point server (bench.runner.PointServer): each point still runs in its own process,
+"""The sweep's point server (bench.sweep.runner.PointServer): each point still runs in its own process,
 forked from a server that has imported torch once, and ends the same ways as a fresh child
 (row, timeout, out-of-memory, crash); the server never outlives its user, nor its children it."""
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import runner
 from bench.grid import Point
+from bench.sweep import runner
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the server is used on Linux only")
 

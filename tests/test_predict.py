@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import models
-from bench import point as bench_point
 from bench.grid import DEFAULT_MODELS, Point
 from bench.measure.memory import tracked_peak
 from bench.measure.predict import (
@@ -18,6 +17,7 @@ from bench.measure.predict import (
     fake_workload,
     predicted_peak,
 )
+from bench.sweep import point as bench_point
 
 
 def small_point(name: str, workload: str, **extra) -> Point:
@@ -94,7 +94,8 @@ def test_predict_in_bf16_follows_the_dtypes_allocated():
 
 @pytest.mark.slow
 def test_sweep_predict_writes_predicted_rows_and_a_memory_figure_only(tmp_path):
-    from bench import results, sweep
+    from bench import results
+    from bench.sweep import sweep
 
     out = tmp_path / "run"
     code = sweep.main(["--axis", "seqlen", "--values", "16,32", "--models", "linrec", "--batch-size", "4",
@@ -115,7 +116,7 @@ def test_sweep_predict_writes_predicted_rows_and_a_memory_figure_only(tmp_path):
 
 @pytest.mark.parametrize("extra", [["--compile"], ["--repeats", "3"], ["--warmup", "0"]])
 def test_predict_refuses_flags_that_time_a_real_step(tmp_path, extra):
-    from bench import sweep
+    from bench.sweep import sweep
     from tests.badinput import refused
 
     line = refused(sweep.main, ["--axis", "seqlen", "--values", "16", "--models", "linrec", "--predict", *extra,
@@ -124,7 +125,7 @@ def test_predict_refuses_flags_that_time_a_real_step(tmp_path, extra):
 
 
 def test_a_predicted_row_without_its_memory_is_refused_by_the_plots():
-    from bench.plots import results_row_problem
+    from bench.report.plots import results_row_problem
     from bench.results import COLUMNS
 
     row = dict.fromkeys(COLUMNS, "")
@@ -139,7 +140,7 @@ def test_a_predicted_row_without_its_memory_is_refused_by_the_plots():
 
 def test_a_predicted_sweep_with_an_error_row_draws_no_time_figure(tmp_path):
     from bench import results
-    from bench.plots import plot_results_csv
+    from bench.report.plots import plot_results_csv
 
     def row(model, status, **cells):
         base = dict(model=model, variant="default", workload="train", status=status, axis="n_layers", seq_len=200,

@@ -6,10 +6,10 @@ import csv
 import pytest
 import torch
 
-from bench import data as seqdata
-from bench import rank as ranking
-from bench import train as trainer
 from bench.grid import parse_model_spec
+from bench.train import data as seqdata
+from bench.train import rank as ranking
+from bench.train import train as trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import data as seqdata
-from bench import metrics as ourmetrics
+from bench.train import data as seqdata
+from bench.train import metrics as ourmetrics
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-100k" / "ml-100k.inter"
 MAX_LEN = 50

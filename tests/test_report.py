@@ -9,7 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench import figures, report, results
+from bench import results
+from bench.report import figures, report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -162,7 +163,7 @@ def test_rank_figure_through_bench_rank(tmp_path, monkeypatch):
     rank_csv = tmp_path / "rank.csv"
     pd.DataFrame([{"model": "linrec", "rank": 47}, {"model": "recgrela", "rank": 58}]).to_csv(rank_csv, index=False)
     assert report.find_rank_csv([tmp_path]) == rank_csv
-    monkeypatch.setitem(sys.modules, "bench.rank", None)  # the module is absent: the page says so
+    monkeypatch.setitem(sys.modules, "bench.train.rank", None)  # the module is absent: the page says so
     assert "bench.rank is not available" in figures.fig9_rank(rank_csv, tmp_path).missing
     calls = []
 
@@ -170,7 +171,7 @@ def test_rank_figure_through_bench_rank(tmp_path, monkeypatch):
         calls.append(csv_path)
         Path(png_path).write_bytes(PNG_MAGIC + b"fake")
 
-    monkeypatch.setitem(sys.modules, "bench.rank", types.SimpleNamespace(plot_rank_figure=plot_rank_figure))
+    monkeypatch.setitem(sys.modules, "bench.train.rank", types.SimpleNamespace(plot_rank_figure=plot_rank_figure))
     fig9 = figures.fig9_rank(rank_csv, tmp_path)
     assert calls == [rank_csv] and fig9.missing is None
     assert fig9.png.read_bytes().startswith(PNG_MAGIC) and fig9.table["rank"].tolist() == [47, 58]
@@ -178,7 +179,7 @@ def test_rank_figure_through_bench_rank(tmp_path, monkeypatch):
     def broken(csv_path, png_path):
         raise KeyError("rank")
 
-    monkeypatch.setitem(sys.modules, "bench.rank", types.SimpleNamespace(plot_rank_figure=broken))
+    monkeypatch.setitem(sys.modules, "bench.train.rank", types.SimpleNamespace(plot_rank_figure=broken))
     assert "plot_rank_figure failed" in figures.fig9_rank(rank_csv, tmp_path).missing
 
 
@@ -234,7 +235,7 @@ def test_help_shows_examples():
 
 
 def test_rank_figure_with_the_real_bench_rank(tmp_path):
-    rank = pytest.importorskip("bench.rank")
+    rank = pytest.importorskip("bench.train.rank")
     L, d = 6, 4
     rows = []
     for spec, user_ranks in (("linrec", [3, 4]), ("recgrela", [4, 4])):

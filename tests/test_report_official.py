@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from bench import figures, plots, report
+from bench.report import figures, plots, report
 from tests.test_report import PNG_MAGIC, _figure, _row, _write_run
 
 SUBS = "mamba_ssm.selective_scan_fn=selective_scan_ref causal_conv1d=None"

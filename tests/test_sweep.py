@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bench import results, sweep
+from bench import results
 from bench.grid import PRESETS, GridRequest, Point, build_grid, parse_model_spec, parse_values
-from bench.runner import failure_row, run_isolated
+from bench.sweep import sweep
+from bench.sweep.runner import failure_row, run_isolated
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--batch-size", "2", "--layers", "1", "--heads", "2", "--d-model", "16", "--n-items", "40",
@@ -173,7 +174,7 @@ def test_older_schema_files_resume_and_foreign_files_are_refused(tmp_path):
 def test_every_model_measures_on_every_axis(axis):
     """Each registered model, both workloads, off the base value of the axis (in-process, tiny shapes)."""
     import models
-    from bench.point import run
+    from bench.sweep.point import run
 
     base = dict(seq_len=12, batch_size=2, n_layers=1, n_heads=2, d_model=16, n_items=40)
     values = {"seq_len": (8,), "n_heads": (1,), "n_layers": (2,)}[axis]
@@ -199,8 +200,8 @@ def fake_sweep(tmp_path, monkeypatch, stream, term="xterm-256color"):
     """run_sweep over three stand-in points (no child processes): (log lines, what `stream` got)."""
     import contextlib
 
-    from bench import runner
-    from bench.point import base_row
+    from bench.sweep import runner
+    from bench.sweep.point import base_row
 
     def measured(point, server=None):
         return dict(base_row(point), status="ok", reason="", time_median_ms=1.5, tracked_peak_mib=2.0)

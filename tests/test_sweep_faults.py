@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import results, sweep
+from bench import results
+from bench.sweep import sweep
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal and /proc are Linux's")
@@ -29,7 +30,7 @@ def _env(scratch: Path) -> dict:
 
 
 def _point_children(scratch: Path) -> list[int]:
-    """Pids of live `bench.point` processes whose point files lie under `scratch`."""
+    """Pids of live `bench.sweep.point` processes whose point files lie under `scratch`."""
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -39,7 +40,7 @@ def _point_children(scratch: Path) -> list[int]:
             state = (entry / "stat").read_text().split(")")[-1].split()[0]
         except OSError:
             continue
-        if b"bench.point" in cmdline and any(str(scratch).encode() in part for part in cmdline) and state != "Z":
+        if b"bench.sweep.point" in cmdline and any(str(scratch).encode() in part for part in cmdline) and state != "Z":
             pids.append(int(entry.name))
     return pids
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import models
-from bench import data as seqdata
-from bench import train as trainer
 from bench.grid import parse_model_spec
-from bench.metrics import METRICS, ranking_metrics, target_ranks
+from bench.train import data as seqdata
+from bench.train import train as trainer
+from bench.train.metrics import METRICS, ranking_metrics, target_ranks
 
 TINY = ["--max-len", "8", "--d-model", "8", "--layers", "1", "--heads", "2", "--batch-size", "32",
         "--threads", "1", "--device", "cpu"]

@@ -12,8 +12,8 @@ and test (`Dataset.leave_one_out`). Its evaluation is `Trainer._full_sort_batch_
 set to -inf, seen items kept for sequential models) then `Collector.eval_batch_collect` (torch.topk)
 and `Evaluator.evaluate` (Hit, NDCG, MRR; 12 decimals instead of the default 4).
 
-Our side: `bench.data.load_dataset`, `train_samples` / `split_samples` + `padded_inputs`, and
-`bench.metrics.target_ranks` + `ranking_metrics`.
+Our side: `bench.train.data.load_dataset`, `train_samples` / `split_samples` + `padded_inputs`, and
+`bench.train.metrics.target_ranks` + `ranking_metrics`.
 
 Compared: each split's samples as (user token, input item tokens oldest first, target token), as
 multisets; and HR/NDCG/MRR@5/10 of valid and test for one score matrix indexed by our ids
@@ -56,8 +56,8 @@ import numpy as np
 import torch
 
 from bench import cli
-from bench import data as seqdata
-from bench import metrics as ourmetrics
+from bench.train import data as seqdata
+from bench.train import metrics as ourmetrics
 
 SPLITS = ("train", "valid", "test")
 TOLERANCE = 1e-6
@@ -158,7 +158,7 @@ def our_samples(dataset: seqdata.SequenceDataset, max_len: int) -> dict:
 
 
 def recbole_event_order(inter_path, config) -> seqdata.SequenceDataset:
-    """Our dataset (bench.data.from_sequences) with each user's events in RecBole's order.
+    """Our dataset (bench.train.data.from_sequences) with each user's events in RecBole's order.
 
     RecBole sorts (stably: SequentialDataset.data_augmentation, Interaction.sort) by the timestamp it
     keeps: a float32 tensor (Dataset._dataframe_to_interaction), after min-max normalisation in

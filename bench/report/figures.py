@@ -14,7 +14,7 @@ and no PNG, so the report page can say so.
 | `fig6_layers_recgrela_sigma` | Fig. 6 | layers vs time and memory, RecGRELA vs SIGMA |
 | `fig7_seqlen_heads_recgrela_eulerformer` | Fig. 7 | L = 100..200 and heads vs time and memory, RecGRELA vs EulerFormer |
 | `fig5_position_activation` | Fig. 5 | RecGRELA position encoding (RoPE/APE/LPE) and gate activation (SiLU/ReLU/GELU) |
-| `fig9_rank` | Fig. 9 | feature-matrix rank heatmaps (drawn by `bench.rank.plot_rank_figure`) |
+| `fig9_rank` | Fig. 9 | feature-matrix rank heatmaps (drawn by `bench.train.rank.plot_rank_figure`) |
 | `long_seq_loglog` | (not in the paper) | L >= 256: time and memory, log-log, fitted slope per line, where each line overtakes SASRec |
 | `predicted_vs_paper` | Table 3, Fig. 3 | predicted (fake-tensor) train peak memory of RecGRELA and its twin at 1..6 layers against the paper's GPU memory, and Fig. 3's memory/FLOP ratios between models |
 | `ours_vs_official` | (not in the paper) | ours / official twin (`official/NAME`) of step time, tracked peak bytes and step FLOPs per point, params side by side |
@@ -49,9 +49,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.lines import Line2D
 
-from bench.analysis import loglog_slope
 from bench.grid import PRESETS
-from bench.plots import (
+from bench.report.analysis import loglog_slope
+from bench.report.plots import (
     FAIL_STYLE,
     MEM_YLABEL,
     TIME_YLABEL,
@@ -111,7 +111,7 @@ class Figure:
 def read_results(csv_path: Path, run: str) -> pd.DataFrame:
     """One results.csv as a frame; columns of older schemas that are absent become empty.
 
-    The file is checked by `bench.plots.read_results_csv`, the one check both commands use: a
+    The file is checked by `bench.report.plots.read_results_csv`, the one check both commands use: a
     header of bench.results.COLUMNS (or an older subset), statuses, workloads and axes from their
     lists, positive integer grid cells, measurements empty or finite and >= 0, ok rows with time
     and memory, at least one row. Raises DataError (one line: file, line, column, cause)."""
@@ -154,7 +154,7 @@ def combine_results(frames: list[pd.DataFrame]) -> tuple[pd.DataFrame, list[str]
 
 def separate_settings(figure: Figure, rows: pd.DataFrame) -> pd.DataFrame:
     """`rows` (what one figure draws) with each line split where its rows were measured with
-    different settings (`bench.plots.line_labels`: rows of one model, variant and workload that
+    different settings (`bench.report.plots.line_labels`: rows of one model, variant and workload that
     differ in a non-empty bench.results.SETTINGS_COLUMNS cell become `linrec (threads 1)` and
     `linrec (threads 2)`); the figure's notes say which lines were split and why."""
     if rows.empty:
@@ -166,7 +166,7 @@ def separate_settings(figure: Figure, rows: pd.DataFrame) -> pd.DataFrame:
 
 METRICS_REQUIRED = ("model", "split")  # and at least one ranking metric column (NAME@K)
 RANK_REQUIRED = ("model_spec", "checkpoint", "view", "user", "n_real", "rank", "max_rank", "rows", "d_model",
-                 "dataset", "features")  # what bench.rank.plot_rank_figure reads
+                 "dataset", "features")  # what bench.train.rank.plot_rank_figure reads
 RANK_VIEWS = ("per_user", "single_sequence")
 
 
@@ -174,7 +174,7 @@ def read_metrics(csv_path: Path, run: str) -> pd.DataFrame:
     """Test-split rows of a training run's metrics.csv (columns model, model_spec, ndcg@10, ...).
 
     Refused (DataError, one line naming the file, the line and the column): what
-    `bench.plots.read_csv_records` refuses (missing, a folder, not UTF-8, empty, torn lines), no
+    `bench.report.plots.read_csv_records` refuses (missing, a folder, not UTF-8, empty, torn lines), no
     `model` or `split` column, no ranking metric column (`NAME@K`), a metric cell that is not empty
     or a number in 0..1, a test row without a model or whose n_layers / n_heads / d_model (the
     join keys) is not a positive integer, and a file without split=test rows (the test
@@ -218,7 +218,7 @@ def read_metrics(csv_path: Path, run: str) -> pd.DataFrame:
 
 def check_rank_csv(csv_path: Path) -> None:
     """Refuse a rank CSV that Fig. 9 cannot draw (DataError, one line naming the file, the line and
-    the column): what `bench.plots.read_csv_records` refuses, a column bench.rank's
+    the column): what `bench.report.plots.read_csv_records` refuses, a column bench.rank's
     `plot_rank_figure` reads missing (RANK_REQUIRED), a view other than per_user /
     single_sequence, a rank, max_rank, user or n_real that is not an integer >= 0, rows or d_model
     not a positive integer, a single_sequence row whose features are not rows x d_model finite
@@ -711,14 +711,14 @@ def fig5_position_activation(results: pd.DataFrame, metrics: pd.DataFrame | None
 
 
 def fig9_rank(rank_csv: Path | None, out_dir: Path) -> Figure:
-    """Fig. 9: rank heatmaps, drawn by `bench.rank.plot_rank_figure` from the rank CSV."""
+    """Fig. 9: rank heatmaps, drawn by `bench.train.rank.plot_rank_figure` from the rank CSV."""
     figure = Figure("fig9_rank", "Fig. 9: feature-matrix rank heatmaps",
                     "Numerical rank of the last layer's [L, d] output per model, as heatmaps (bench.rank).")
     if rank_csv is None:
         figure.missing = "no rank CSV among the inputs (written by `python -m bench.rank`; or pass --rank-csv)"
         return figure
     try:
-        from bench.rank import plot_rank_figure
+        from bench.train.rank import plot_rank_figure
     except ImportError as err:
         figure.missing = f"bench.rank is not available ({type(err).__name__}: {err}); the rank CSV is {rank_csv}"
         return figure
@@ -729,9 +729,9 @@ def fig9_rank(rank_csv: Path | None, out_dir: Path) -> Figure:
         return figure
     png = out_dir / f"{figure.key}.png"
     try:
-        plot_rank_figure(Path(rank_csv), png)  # writes atomically (bench.plots.save_figure)
+        plot_rank_figure(Path(rank_csv), png)  # writes atomically (bench.report.plots.save_figure)
     except Exception as err:
-        figure.missing = f"bench.rank.plot_rank_figure failed on {rank_csv}: {type(err).__name__}: {err}"
+        figure.missing = f"bench.train.rank.plot_rank_figure failed on {rank_csv}: {type(err).__name__}: {err}"
         return figure
     finally:
         plt.close("all")

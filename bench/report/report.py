@@ -43,8 +43,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench import cli
-from bench import figures as F
 from bench.cli import UsageError
+from bench.report import figures as F
 from bench.results import git_commit, utc_now, write_text_atomic
 
 

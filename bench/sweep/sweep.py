@@ -46,7 +46,7 @@ from bench import cli, results
 from bench.cli import UsageError, clock, non_negative_int, positive_float, positive_int
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_specs, parse_values
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -139,7 +139,7 @@ def plan(args: argparse.Namespace):
     if args.mem_limit_gib is not None and args.mem_limit_gib < MIN_MEM_LIMIT_GIB:
         raise UsageError(f"--mem-limit-gib {args.mem_limit_gib:g} is below {MIN_MEM_LIMIT_GIB:g} GiB, "
                          "where a point's process cannot even start")
-    from bench.runner import default_mem_limit_gib
+    from bench.sweep.runner import default_mem_limit_gib
 
     request = GridRequest(
         axis=args.axis, preset=preset, specs=specs,
@@ -171,7 +171,7 @@ def resumable_rows(csv_path: Path) -> list[dict]:
     `seq_len` 8.0, which would never match its point and be measured again), and a last line
     without its end (a torn line the next row would be glued to), an empty file. A header without
     rows is fine."""
-    from bench.plots import check_results_header, read_csv_records, results_row_problem
+    from bench.report.plots import check_results_header, read_csv_records, results_row_problem
 
     try:
         text = csv_path.read_bytes()
@@ -197,9 +197,9 @@ def resumable_rows(csv_path: Path) -> list[dict]:
 
 def expected_settings(point) -> dict[str, str]:
     """The SETTINGS_COLUMNS and LIMIT_COLUMNS cells a row of `point` will carry, as the CSV spells
-    them: `bench.point.base_row`'s, computed in this process (which the point's child inherits its
+    them: `bench.sweep.point.base_row`'s, computed in this process (which the point's child inherits its
     environment from), with the thread count a fresh child would run with."""
-    from bench.point import base_row
+    from bench.sweep.point import base_row
 
     row = base_row(point)
     row["threads"] = point.threads or default_threads()
@@ -257,7 +257,7 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None) ->
     """Measure every point not yet in the CSV, appending a row as each finishes. `progress`: a
     stream to draw a progress bar on (`Progress`) when it is a terminal; the log lines are the same
     with or without it."""
-    from bench.runner import point_server, run_isolated
+    from bench.sweep.runner import point_server, run_isolated
 
     done = {results.row_key(row) for row in results.read_rows(csv_path)} if resume and csv_path.exists() else set()
     todo = [p for p in points if results.row_key(_key_row(p)) not in done]
@@ -429,7 +429,7 @@ def with_device_peak(points: list) -> list:
     import dataclasses
 
     from bench.measure.peak import device_peak
-    from bench.point import device_name
+    from bench.sweep.point import device_name
 
     first = points[0]
     if first.predict:  # no step time, so no utilisation
@@ -448,7 +448,7 @@ def sweep_writes(name: str) -> bool:
 def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
     """The sweep proper, while this process holds the folder's lock: clean what a killed sweep
     left, record the command, measure, redraw the figures."""
-    from bench.runner import remove_orphaned_point_dirs
+    from bench.sweep.runner import remove_orphaned_point_dirs
 
     if csv_path.exists() and not args.resume:  # another sweep finished here since `plan` looked
         return cli.report_usage_error("bench.sweep", UsageError(
@@ -472,7 +472,7 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
 
 
 def _redraw(csv_path: Path) -> None:
-    from bench.plots import plot_results_csv
+    from bench.report.plots import plot_results_csv
 
     try:
         drawn = plot_results_csv(csv_path)

@@ -60,7 +60,7 @@ from pathlib import Path
 
 import torch
 
-from bench.metrics import KS
+from bench.train.metrics import KS
 
 FORMATS = ("auto", "pairs", "inter", "lines")
 MIN_ITEMS = 3  # one input item (at least), one validation item, one test item

@@ -1,6 +1,6 @@
 """Run one point in a fresh process, so no model's caches, allocator state or crash reach the next.
 
-The child (`python -m bench.point`) writes its row as JSON; the parent turns every way a child can
+The child (`python -m bench.sweep.point`) writes its row as JSON; the parent turns every way a child can
 end into a row:
 - the child's own row: status `ok`, or `oom` / `error` for exceptions it caught;
 - killed by SIGKILL (the kernel's OOM killer on a machine without swap): `oom`;
@@ -17,13 +17,13 @@ sweeps that are no longer alive.
 
 A point server (`PointServer`, used by a sweep on Linux) saves each point the ~2.5 s of starting
 Python and importing torch, torch._dynamo (which torch.optim pulls in) and fvcore: one
-`python -m bench.point --serve DIR` process imports them once and runs nothing else; for each point
+`python -m bench.sweep.point --serve DIR` process imports them once and runs nothing else; for each point
 it forks a child, which is that point's own process exactly as above (its own session and process
 group, SIGKILL when its parent dies, the address-space limit, stderr to the point's file, its row
 as JSON) and is reaped by the server, which reports how it ended. The server itself dies with the
 sweep (parent-death signal) and its children with it. Nothing has run in the server before a fork
 (no tensor op, so no thread pool and no allocator state to inherit), so every point starts from the
-same state a fresh `python -m bench.point` reaches after its imports. Points under `--compile` (whose
+same state a fresh `python -m bench.sweep.point` reaches after its imports. Points under `--compile` (whose
 empty compile caches are set in the environment before torch reads it) and any sweep with
 BENCH_POINT_SERVER=0 start a fresh interpreter per point instead; a server that cannot start or
 dies is replaced by that path for the rest of the sweep.
@@ -49,9 +49,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.grid import Point
-from bench.point import base_row
+from bench.sweep.point import base_row
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 POINT_DIR_PREFIX = "bench-point-"
@@ -169,7 +169,7 @@ def run_isolated(point: Point, server: PointServer | None = None) -> dict:
             env.update(cold_compile_caches(Path(tmp)))
         with open(err_path, "w") as stderr:
             child = subprocess.Popen(
-                [sys.executable, "-m", "bench.point", str(spec_path), str(row_path)],
+                [sys.executable, "-m", "bench.sweep.point", str(spec_path), str(row_path)],
                 stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO_ROOT, env=env,
                 start_new_session=True, preexec_fn=_child_setup(point.mem_limit_gib, os.getpid()))
             try:
@@ -214,7 +214,7 @@ def server_wanted() -> bool:
 
 
 class PointServer:
-    """The parent's side of `python -m bench.point --serve DIR` (see the module docstring): one
+    """The parent's side of `python -m bench.sweep.point --serve DIR` (see the module docstring): one
     request per point, answered with the child's pid and then its exit code. `alive` turns False
     when the server cannot be used any more (it did not start, it died, a request failed); the
     caller then starts points afresh. Always `close()` it (or use `point_server()`)."""
@@ -227,7 +227,7 @@ class PointServer:
         err = open(self.folder / "stderr", "w")
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "bench.point", "--serve", str(self.folder)],
+                [sys.executable, "-m", "bench.sweep.point", "--serve", str(self.folder)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0, cwd=REPO_ROOT,
                 env=_child_env(), start_new_session=True, preexec_fn=_child_setup(None, os.getpid()))
         except OSError as exc:
@@ -358,13 +358,13 @@ def preload() -> None:
 
 
 def serve(argv: list[str]) -> int:
-    """`python -m bench.point --serve DIR`: the server's loop. Reads one JSON request per line on
+    """`python -m bench.sweep.point --serve DIR`: the server's loop. Reads one JSON request per line on
     stdin (point, row, stderr paths, mem_limit_gib), forks the point's child, writes {"pid"} and,
     once the child has ended, {"returncode"} (negative: the signal), one JSON line each; ends when
     stdin closes. DIR (the server's scratch folder, removed by the sweep) is only named so that the
     process can be told apart; the server writes nothing there itself."""
     if len(argv) != 1:
-        print("usage: python -m bench.point --serve DIR", file=sys.stderr)
+        print("usage: python -m bench.sweep.point --serve DIR", file=sys.stderr)
         return 2
     preload()
     out = sys.stdout.buffer
@@ -408,7 +408,7 @@ def _forked_point(request: dict, server_pid: int) -> None:
         os.close(devnull)
         os.close(err)
         sys.stdin = open(os.devnull)  # the server's request pipe is not the point's
-        from bench.point import main
+        from bench.sweep.point import main
 
         code = main([request["point"], request["row"]])
     except SystemExit as exc:

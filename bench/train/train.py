@@ -60,13 +60,13 @@ from filelock import FileLock, Timeout
 
 import models
 from bench import cli
-from bench import data as seqdata
 from bench.cli import UsageError, clock, non_negative_float, non_negative_int, positive_float, positive_int
 from bench.grid import ModelSpec, parse_model_spec
-from bench.metrics import METRICS, ranking_metrics, target_ranks
 from bench.results import append_csv_row, read_csv, write_text_atomic
+from bench.train import data as seqdata
+from bench.train.metrics import METRICS, ranking_metrics, target_ranks
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT_FORMAT = "seqrec-bench-checkpoint/1"
 METRIC_COLUMNS = [
     # what and when
@@ -100,7 +100,7 @@ def safe_name(text: str) -> str:
 
 def environment(device: torch.device) -> dict:
     from bench import results
-    from bench.point import device_name
+    from bench.sweep.point import device_name
 
     return {"device": str(device), "device_name": device_name(str(device), device.type == "cuda"), "threads": torch.get_num_threads(),
             "torch_version": str(torch.__version__), "python_version": platform.python_version(),
