@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import statistics
 import sys
-import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -31,10 +30,10 @@ import models
 from bench import cli
 from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import ModelSpec, parse_model_spec
+from bench.measure.device import device_name
 from bench.measure.memory import tracked_peak
-from bench.measure.timing import _percentile, set_cpu_threads
+from bench.measure.timing import percentile, set_cpu_threads, time_call_ms
 from bench.results import append_csv_row
-from bench.sweep.point import device_name
 from bench.workload import build_workload
 
 
@@ -67,18 +66,6 @@ class ABResult:
 AB_COLUMNS = [f.name for f in fields(ABResult)]  # the CSV header of `--out`
 
 
-def _timed(step) -> float:
-    """One call of ``step`` in ms (CUDA: synchronised on both sides)."""
-    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
-    if cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    step()
-    if cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) * 1e3
-
-
 def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", batch_size: int = 64,
             seq_len: int = 200, n_layers: int = 2, n_heads: int = 2, d_model: int = 64,
             n_items: int = 3417, rounds: int = 10, warmup: int = 2, threads: int = 1,
@@ -96,7 +83,7 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", ba
     for r in range(rounds):
         order = (0, 1) if r % 2 == 0 else (1, 0)
         for i in order:
-            times[i].append(_timed(sides[i].step))
+            times[i].append(time_call_ms(sides[i].step))
         if progress:
             progress(f"round {r + 1}/{rounds}: A {times[0][-1]:.1f} ms, B {times[1][-1]:.1f} ms")
     ratios = sorted(b / a for a, b in zip(*times))
@@ -106,8 +93,8 @@ def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", ba
         seq_len=seq_len, n_layers=n_layers, n_heads=n_heads, d_model=d_model, n_items=n_items,
         threads=torch.get_num_threads(), rounds=rounds,
         time_a_median_ms=statistics.median(times[0]), time_b_median_ms=statistics.median(times[1]),
-        ratio_b_over_a_median=statistics.median(ratios), ratio_b_over_a_p10=_percentile(ratios, 10),
-        ratio_b_over_a_p90=_percentile(ratios, 90), rounds_b_slower=sum(r > 1 for r in ratios),
+        ratio_b_over_a_median=statistics.median(ratios), ratio_b_over_a_p10=percentile(ratios, 10),
+        ratio_b_over_a_p90=percentile(ratios, 90), rounds_b_slower=sum(r > 1 for r in ratios),
         tracked_peak_a_bytes=peaks[0], tracked_peak_b_bytes=peaks[1],
         torch_version=torch.__version__, device=device.split(":")[0],
         device_name=device_name(device, torch.cuda.is_available() and torch.cuda.is_initialized()))

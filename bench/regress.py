@@ -124,7 +124,7 @@ def paired_time_ratio(step, control, warmup: int, rounds: int) -> tuple[float, f
     Each round times one control step and one model step back to back, in alternating order
     (C M, M C, ...), so load that comes and goes hits both sides of a round alike (bench.ab's method).
     """
-    from bench.ab import _timed
+    from bench.measure.timing import time_call_ms
 
     for _ in range(warmup):
         control()
@@ -132,7 +132,7 @@ def paired_time_ratio(step, control, warmup: int, rounds: int) -> tuple[float, f
     model_ms, control_ms = [], []
     for r in range(rounds):
         for side in (("c", "m") if r % 2 == 0 else ("m", "c")):
-            (control_ms if side == "c" else model_ms).append(_timed(control if side == "c" else step))
+            (control_ms if side == "c" else model_ms).append(time_call_ms(control if side == "c" else step))
     ratio = statistics.median(m / c for m, c in zip(model_ms, control_ms))
     return ratio, statistics.median(model_ms), statistics.median(control_ms)
 

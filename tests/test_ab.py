@@ -13,8 +13,8 @@ TINY = dict(batch_size=2, seq_len=12, n_layers=1, n_heads=1, d_model=8, n_items=
 
 def test_compare_measures_both_sides_in_alternating_order(monkeypatch):
     calls = []
-    real_timed = ab._timed
-    monkeypatch.setattr(ab, "_timed", lambda step: calls.append(step) or real_timed(step))
+    real_timed = ab.time_call_ms
+    monkeypatch.setattr(ab, "time_call_ms", lambda step: calls.append(step) or real_timed(step))
     result = ab.compare(parse_model_spec("lrurec"), parse_model_spec("lrurec:scan=sequential"), **TINY)
     first, second = calls[0], calls[1]
     assert calls == [first, second, second, first, first, second]  # A B, B A, A B
@@ -31,7 +31,7 @@ def test_ratios_and_the_slower_count_come_from_the_rounds_timed(monkeypatch):
         side = sides.setdefault(step, len(sides) if len(sides) < 2 else None)
         return 10.0 if side == 0 else next(b_times)
 
-    monkeypatch.setattr(ab, "_timed", timed)
+    monkeypatch.setattr(ab, "time_call_ms", timed)
     result = ab.compare(parse_model_spec("lrurec"), parse_model_spec("lrurec:scan=sequential"), **TINY)
     assert result.rounds_b_slower == 2
     assert result.ratio_b_over_a_median == 1.2

@@ -26,7 +26,7 @@ from bench.measure.memory import (
     cuda_allocator_peak,
     tracked_peak,
 )
-from bench.measure.timing import TimingResult, _percentile, measure_time, set_cpu_threads
+from bench.measure.timing import TimingResult, measure_time, percentile, set_cpu_threads
 
 CUDA = torch.cuda.is_available()
 
@@ -101,11 +101,11 @@ def test_measure_time_min_total_extends_repeats() -> None:
     assert result.repeats * result.median_ms >= 15
 
 
-def test_percentile_matches_numpy_linear() -> None:
+def testpercentile_matches_numpy_linear() -> None:
     values = sorted([5.0, 1.0, 3.0, 9.0, 2.5, 7.0])
     for q in (0, 20, 25, 50, 75, 80, 100):
-        assert _percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
-    assert _percentile([4.0], 80) == 4.0
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([4.0], 80) == 4.0
 
 
 @pytest.mark.parametrize(

@@ -10,8 +10,8 @@ import types
 
 import pytest
 
+from bench.measure.device import device_name
 from bench.measure.memory import NvmlSampler, nvml_handle
-from bench.sweep.point import device_name
 
 UUIDS = ["GPU-aaaaaaaa-0000-0000-0000-000000000000", "GPU-bbbbbbbb-1111-1111-1111-111111111111"]
 

@@ -1,4 +1,4 @@
-"""Device argument parsing shared by the measurement modules."""
+"""Device arguments and names, shared by the measurement modules and every command's rows."""
 from __future__ import annotations
 
 import torch
@@ -23,3 +23,25 @@ def resolve_device(device: torch.device | str, types: tuple[str, ...] | None = N
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
     return dev
+
+
+def device_name(device: str, cuda_initialised: bool) -> str:
+    """A readable device name; never creates a CUDA context unless `cuda_initialised`."""
+    if device.startswith("cuda"):
+        if cuda_initialised:
+            return torch.cuda.get_device_name(torch.device(device))
+        try:
+            import pynvml
+
+            from bench.measure.memory import nvml_handle
+            pynvml.nvmlInit()
+            try:
+                name = pynvml.nvmlDeviceGetName(nvml_handle(pynvml, torch.device(device).index or 0))
+            finally:
+                pynvml.nvmlShutdown()
+            return name.decode() if isinstance(name, bytes) else name
+        except Exception:
+            return "cuda (name unavailable)"
+    from bench.results import cpu_name
+
+    return cpu_name()

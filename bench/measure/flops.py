@@ -72,7 +72,7 @@ class FvcoreCount:
     unsupported_ops: dict[str, int]
 
 
-def _import_fvcore() -> tuple[Any, Any]:
+def import_fvcore() -> tuple[Any, Any]:
     with warnings.catch_warnings():
         # fvcore/nn/focal_loss.py calls torch.jit.script at import: DeprecationWarning on torch>=2.10.
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -145,7 +145,7 @@ def fvcore_forward_flops(module: torch.nn.Module, inputs: tuple) -> FvcoreCount:
             f"got {type(inputs).__name__}"
             + (f" containing {[type(t).__name__ for t in inputs]}." if isinstance(inputs, tuple) else ".")
         )
-    FlopCountAnalysis, jh = _import_fvcore()
+    FlopCountAnalysis, jh = import_fvcore()
     with torch.no_grad():
         analysis = FlopCountAnalysis(module, inputs)
         analysis.clear_op_handles()

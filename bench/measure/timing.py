@@ -54,7 +54,7 @@ class TimingResult:
     wall_median_ms: float | None = None
 
 
-def _percentile(sorted_values: Sequence[float], q: float) -> float:
+def percentile(sorted_values: Sequence[float], q: float) -> float:
     """Linear-interpolation percentile (numpy's default method) of pre-sorted values."""
     if not sorted_values:
         raise ValueError("Cannot take a percentile of an empty list of timings.")
@@ -71,16 +71,16 @@ def _summarise(
     s = sorted(times_ms)
     w = sorted(wall_ms)
     return TimingResult(
-        median_ms=_percentile(s, 50),
-        iqr_ms=_percentile(s, 75) - _percentile(s, 25),
-        p20_ms=_percentile(s, 20),
-        p80_ms=_percentile(s, 80),
+        median_ms=percentile(s, 50),
+        iqr_ms=percentile(s, 75) - percentile(s, 25),
+        p20_ms=percentile(s, 20),
+        p80_ms=percentile(s, 80),
         min_ms=s[0],
         repeats=len(s),
         warmup=warmup,
         threads=torch.get_num_threads(),
         timer=timer,
-        wall_median_ms=_percentile(w, 50),
+        wall_median_ms=percentile(w, 50),
     )
 
 
@@ -177,3 +177,16 @@ def set_cpu_threads(n: int) -> int:
     except RuntimeError:
         pass
     return torch.get_num_threads()
+
+
+def time_call_ms(step) -> float:
+    """One call of ``step`` in ms, wall clock (CUDA: synchronised before and after when a context
+    exists), for paired measurements that alternate two steps (bench.ab, bench.regress)."""
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step()
+    if cuda:
+        torch.cuda.synchronize()
+    return (time.perf_counter() - start) * 1e3

@@ -30,27 +30,8 @@ import torch
 from bench import results
 from bench.cli import is_out_of_memory
 from bench.grid import Point
+from bench.measure.device import device_name
 from bench.workload import DTYPE_NAMES, build_workload
-
-
-def device_name(device: str, cuda_initialised: bool) -> str:
-    """A readable device name; never creates a CUDA context unless `cuda_initialised`."""
-    if device.startswith("cuda"):
-        if cuda_initialised:
-            return torch.cuda.get_device_name(torch.device(device))
-        try:
-            import pynvml
-
-            from bench.measure.memory import nvml_handle
-            pynvml.nvmlInit()
-            try:
-                name = pynvml.nvmlDeviceGetName(nvml_handle(pynvml, torch.device(device).index or 0))
-            finally:
-                pynvml.nvmlShutdown()
-            return name.decode() if isinstance(name, bytes) else name
-        except Exception:
-            return "cuda (name unavailable)"
-    return results.cpu_name()
 
 
 def point_device_name(point: Point, cuda_initialised: bool = False) -> str:

@@ -352,9 +352,9 @@ def preload() -> None:
     import bench.measure.predict
     import bench.measure.timing
     import bench.workload  # noqa: F401
-    from bench.measure.flops import _import_fvcore
+    from bench.measure.flops import import_fvcore
 
-    _import_fvcore()
+    import_fvcore()
 
 
 def serve(argv: list[str]) -> int:

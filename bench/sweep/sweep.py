@@ -428,8 +428,8 @@ def with_device_peak(points: list) -> list:
     sweep's threads; every row records it and its source, and its MFU against it."""
     import dataclasses
 
+    from bench.measure.device import device_name
     from bench.measure.peak import device_peak
-    from bench.sweep.point import device_name
 
     first = points[0]
     if first.predict:  # no step time, so no utilisation

@@ -100,7 +100,7 @@ def safe_name(text: str) -> str:
 
 def environment(device: torch.device) -> dict:
     from bench import results
-    from bench.sweep.point import device_name
+    from bench.measure.device import device_name
 
     return {"device": str(device), "device_name": device_name(str(device), device.type == "cuda"), "threads": torch.get_num_threads(),
             "torch_version": str(torch.__version__), "python_version": platform.python_version(),
