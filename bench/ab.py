@@ -33,21 +33,17 @@ from bench.grid import ModelSpec, parse_model_spec
 from bench.measure.device import device_name
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import percentile, set_cpu_threads, time_call_ms
-from bench.results import append_csv_row
+from bench.results import SHAPE_COLUMNS, Shape, append_csv_row
 from bench.workload import build_workload
 
 
 @dataclass(frozen=True)
-class ABResult:
+class ABResult(Shape):
+    """One A/B comparison at one shape (bench.results.Shape)."""
+
     model_a: str
     model_b: str
     workload: str
-    batch_size: int
-    seq_len: int
-    n_layers: int
-    n_heads: int
-    d_model: int
-    n_items: int
     threads: int
     rounds: int
     time_a_median_ms: float
@@ -63,7 +59,8 @@ class ABResult:
     device_name: str  # as in sweep rows (bench.sweep.point.device_name)
 
 
-AB_COLUMNS = [f.name for f in fields(ABResult)]  # the CSV header of `--out`
+_OWN = [f.name for f in fields(ABResult) if f.name not in SHAPE_COLUMNS]
+AB_COLUMNS = [*_OWN[:3], *SHAPE_COLUMNS, *_OWN[3:]]  # the CSV header of `--out`: the specs, the shape, the rest
 
 
 def compare(spec_a: ModelSpec, spec_b: ModelSpec, *, workload: str = "train", batch_size: int = 64,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import models
 from bench import adapters
-from bench.results import spec_label
+from bench.results import Shape, spec_label
 
 adapters.register()  # `official/NAME` specs (the official code's twins) everywhere a spec is read
 
@@ -171,19 +171,13 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
 
 
 @dataclass(frozen=True)
-class Point:
-    """Everything the isolated runner needs to measure one row."""
+class Point(Shape):
+    """Everything the isolated runner needs to measure one row: the shape (bench.results.Shape) and how."""
 
     model: str
     overrides: tuple
     workload: str
     axis: str
-    seq_len: int
-    batch_size: int
-    n_layers: int
-    n_heads: int
-    d_model: int
-    n_items: int
     device: str = "cpu"
     threads: int = 0  # 0: torch's default
     warmup: int = 2
@@ -203,8 +197,7 @@ class Point:
         return ModelSpec(self.model, self.overrides)
 
     def model_config(self) -> dict:
-        return dict(n_items=self.n_items, max_len=self.seq_len, d_model=self.d_model,
-                    n_layers=self.n_layers, n_heads=self.n_heads, **dict(self.overrides))
+        return dict(super().model_config(), **dict(self.overrides))
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))

@@ -45,6 +45,7 @@ import torch
 from bench import cli
 from bench.cli import UsageError, non_negative_int, positive_int
 from bench.grid import PRESETS, parse_model_spec
+from bench.results import Shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TOP_COLUMNS = ["rank", "op", "calls", "self_cpu_time_us", "cpu_time_total_us", "self_device_time_us",
@@ -77,15 +78,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 @dataclass(frozen=True)
-class ProfileRequest:
+class ProfileRequest(Shape):
+    """What to profile: a model spec and workload at one shape (bench.results.Shape)."""
+
     model: str  # the spec as typed, e.g. "sasrec:attention=math"
     workload: str
-    batch_size: int
-    seq_len: int
-    n_layers: int
-    n_heads: int
-    d_model: int
-    n_items: int
     device: str = "cpu"
     threads: int = 0
     wait: int = 1

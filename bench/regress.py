@@ -41,6 +41,7 @@ before anything is measured; `validate_baseline` holds the baseline file's schem
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -51,12 +52,14 @@ from pathlib import Path
 
 from bench import cli
 from bench.cli import UsageError
+from bench.results import Shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BASELINE = REPO_ROOT / "reports" / "baselines" / "cpu-tiny.json"
 FORMAT = "seqrec-bench regression baselines v1"
-GRID = {"batch_size": 4, "seq_len": 32, "n_layers": 2, "n_heads": 2, "d_model": 16, "n_items": 256,
-        "threads": 1, "warmup": 3, "rounds": 30, "seed": 0, "device": "cpu", "workloads": ["train", "infer"]}
+SHAPE = Shape(seq_len=32, batch_size=4, n_layers=2, n_heads=2, d_model=16, n_items=256)
+GRID = {**dataclasses.asdict(SHAPE), "threads": 1, "warmup": 3, "rounds": 30, "seed": 0, "device": "cpu",
+        "workloads": ["train", "infer"]}
 CONTROL = {"rows": 128, "d_in": 64, "d_hidden": 256, "description":
            "x [128, 64] @ W [64, 64] -> Linear(64, 256) -> GELU -> Linear(256, 64) -> mean square; "
            "backward; Adam step (seed 0)"}
@@ -144,10 +147,8 @@ def measure_point(name: str, workload: str, control) -> dict:
     from bench.sweep.point import run
     from bench.workload import build_workload
 
-    point = Point(name, (), workload, "seq_len", seq_len=GRID["seq_len"], batch_size=GRID["batch_size"],
-                  n_layers=GRID["n_layers"], n_heads=GRID["n_heads"], d_model=GRID["d_model"],
-                  n_items=GRID["n_items"], device=GRID["device"], threads=GRID["threads"], warmup=1,
-                  repeats=1, seed=GRID["seed"])
+    point = Point(name, (), workload, "seq_len", **dataclasses.asdict(SHAPE), device=GRID["device"],
+                  threads=GRID["threads"], warmup=1, repeats=1, seed=GRID["seed"])
     row = run(point)
     entry = {"status": row["status"], "reason": row.get("reason", "")}
     for column in EXACT:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import datetime as dt
 import io
 import os
@@ -23,6 +24,29 @@ import tempfile
 from pathlib import Path
 
 from filelock import FileLock
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Shape:
+    """The grid's sizes, declared once: a sweep point (bench.grid.Point), an A/B pair
+    (bench.ab.ABResult), a profile (bench.profile.ProfileRequest) and the gate's grid
+    (bench.regress) are each a Shape plus their own fields, and the CSV's key columns are these
+    names in this order. Keyword-only, so a subclass's own fields keep their positions."""
+
+    seq_len: int  # L, the padded length (the model's max_len)
+    batch_size: int  # B
+    n_layers: int
+    n_heads: int
+    d_model: int  # d, the width
+    n_items: int  # N, item ids including padding id 0
+
+    def model_config(self) -> dict:
+        """The shape as model config keys (models.build)."""
+        return dict(n_items=self.n_items, max_len=self.seq_len, d_model=self.d_model,
+                    n_layers=self.n_layers, n_heads=self.n_heads)
+
+
+SHAPE_COLUMNS = tuple(field.name for field in dataclasses.fields(Shape))
 
 
 def spec_label(model: str, variant) -> str:
@@ -37,7 +61,7 @@ COLUMNS = [
     # what was measured
     "model", "variant", "workload", "status", "reason",
     # the grid point (axis = the swept column)
-    "axis", "seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items",
+    "axis", *SHAPE_COLUMNS,
     # model facts
     "params_total", "params_trainable", "causal", "reconstruction",
     "attention_ops",  # attention kernels that actually ran (fused SDPA, its math fallback, softmax)
@@ -74,8 +98,7 @@ COLUMNS = [
     "compile_backend", "compile_time_s", "graph_breaks",
     "tracked_reason",  # why the tracked cells are empty (under --compile)
 ]
-KEY_COLUMNS = ["model", "variant", "workload", "seq_len", "batch_size", "n_layers", "n_heads",
-               "d_model", "n_items", "device"]
+KEY_COLUMNS = ["model", "variant", "workload", *SHAPE_COLUMNS, "device"]
 STATUSES = ("ok", "oom", "timeout", "error", "predicted")  # predicted: --predict, nothing ran
 # How a row was measured, beyond its key: rows that differ in any of these are not one series
 # (a resumed sweep refuses to mix them; figures never join them into one line).

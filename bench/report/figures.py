@@ -68,10 +68,10 @@ from bench.report.plots import (
     save_figure,
     span_is_log,
 )
-from bench.results import KEY_COLUMNS, spec_label
+from bench.results import KEY_COLUMNS, SHAPE_COLUMNS, spec_label
 
 DPI = 120
-GRID = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")
+GRID = SHAPE_COLUMNS
 NUMERIC = GRID + (
     "params_total", "params_trainable", "time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms",
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "cuda_peak_alloc_mib", "cuda_peak_reserved_mib",
