@@ -34,6 +34,7 @@ def two_passes(name: str, kind: str) -> tuple[int, int]:
     return forward, step
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["train", "infer"])
 @pytest.mark.parametrize("name", models.available())
 def test_one_pass_equals_the_two_passes(name, kind):

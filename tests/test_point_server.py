@@ -52,6 +52,7 @@ def server():
         yield started
 
 
+@pytest.mark.slow
 def test_a_forked_point_measures_what_a_fresh_one_does(server):
     """Every counter but time gives the same figure in a forked child as in a fresh interpreter."""
     for model, overrides in (("sasrec", (("attention", "math"),)), ("mamba4rec", ())):
@@ -93,6 +94,7 @@ def test_a_crashing_point_is_an_error_row(server, tmp_path):
     assert server.alive
 
 
+@pytest.mark.slow
 def test_a_server_killed_during_a_point_takes_its_child_and_the_next_point_runs_fresh(server):
     folder = str(server.folder)
     killer = threading.Timer(3.0, os.kill, (server.proc.pid, signal.SIGKILL))

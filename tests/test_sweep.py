@@ -94,6 +94,7 @@ def test_grid_and_specs():
     assert Point.from_json(points[0].to_json()) == points[0]
 
 
+@pytest.mark.slow
 def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("THP_MEM_ALLOC_ENABLE", "1")  # a cost-changing setting the rows must record
     out = tmp_path / "run"
@@ -122,6 +123,7 @@ def test_sweep_writes_rows_pngs_and_resumes(tmp_path, capsys, monkeypatch):
     assert len(results.read_rows(out / "results.csv")) == 4
 
 
+@pytest.mark.slow
 def test_runner_records_timeout_and_oom(tmp_path):
     small = dict(axis="seq_len", seq_len=16, batch_size=2, n_layers=1, n_heads=2, d_model=16, n_items=40,
                  warmup=0, repeats=1, flops=False)
@@ -170,6 +172,7 @@ def test_older_schema_files_resume_and_foreign_files_are_refused(tmp_path):
         assert foreign.read_text() == header
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis", ["seq_len", "n_heads", "n_layers"])
 def test_every_model_measures_on_every_axis(axis):
     """Each registered model, both workloads, off the base value of the axis (in-process, tiny shapes)."""

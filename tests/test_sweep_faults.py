@@ -51,6 +51,7 @@ def _rows(csv_path: Path) -> list[tuple]:
     return [results.row_key(row) + (row["timestamp_utc"],) for row in results.read_rows(csv_path)]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_loses_and_duplicates_nothing(tmp_path):
     """20 SIGKILLs of the sweep process at random moments, each followed by `--resume`: no row
     that was in the file is ever lost, no point is written twice, no point's child outlives its
@@ -119,6 +120,7 @@ def test_two_processes_appending_keep_every_row(tmp_path):
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_a_second_sweep_on_a_busy_folder_is_refused_and_the_first_finishes(tmp_path):
     out, scratch = tmp_path / "run", tmp_path / "scratch"
     scratch.mkdir()
@@ -139,6 +141,7 @@ def test_a_second_sweep_on_a_busy_folder_is_refused_and_the_first_finishes(tmp_p
     assert len((out / "command.txt").read_text().splitlines()) == 1  # the refused sweep wrote nothing
 
 
+@pytest.mark.slow
 def test_resumed_sweep_of_other_threads_measures_nothing_and_says_why(tmp_path):
     """Outside case 05 end to end: a one-point 1-thread sweep, then `--resume --threads 2` (with a
     new value) is refused before measuring, and the file keeps its one row."""
@@ -191,6 +194,7 @@ def test_a_signal_while_the_command_starts_is_one_line(signum, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_closed_stdout_does_not_stop_the_sweep(tmp_path):
     """The breaker's finding: `bench.sweep ... | head -1` stopped after the first point, exit 0."""
     out, scratch = tmp_path / "run", tmp_path / "scratch"
