@@ -355,6 +355,18 @@ def parse_baseline(raw: bytes) -> dict:
     return data
 
 
+def update_command(path: Path, names=()) -> str:
+    """The `--update` command a hint suggests: for this baseline file (named unless it is the
+    default) and, when given, only these models (never a rewrite of every model's baseline in
+    another file than the one the user named)."""
+    command = "python -m bench.regress --update"
+    if names:
+        command += f" --models {','.join(names)}"
+    if Path(path).resolve() != DEFAULT_BASELINE.resolve():
+        command += f" --baseline {path}"
+    return f"`{command}`"
+
+
 def load_baseline(path: Path) -> dict:
     """The baseline file, validated (`parse_baseline`); raises UsageError saying what is wrong with
     it: no such file, not a regular file, unreadable, too large, not UTF-8, empty, invalid JSON or
@@ -362,7 +374,7 @@ def load_baseline(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         what = "is not a regular file" if path.exists() else "does not exist"
-        raise UsageError(f"no baseline file {path} ({what}); create it with `python -m bench.regress --update`")
+        raise UsageError(f"no baseline file {path} ({what}); create it with {update_command(path)}")
     try:
         size = path.stat().st_size
         if size > MAX_BASELINE_BYTES:
@@ -371,7 +383,7 @@ def load_baseline(path: Path) -> dict:
     except OSError as err:
         raise UsageError(f"cannot read baseline {path}: {err.strerror or err}") from None
     except CorruptBaseline as err:
-        raise UsageError(f"corrupt baseline {path}: {err}; rewrite it with `python -m bench.regress --update`") from None
+        raise UsageError(f"corrupt baseline {path}: {err}; rewrite it with {update_command(path)}") from None
 
 
 def same_grid(data: dict, path: Path) -> str | None:
@@ -484,14 +496,15 @@ def _known(name: str) -> bool:
 
 def _no_analytic_formula(name: str) -> bool:
     """True when model `name` has no analytic FLOP formula (a twin, a RecBole model, a plugin
-    without cost methods); an unknown name counts as having one (its entry is refused elsewhere)."""
+    without cost methods), or cannot be resolved in this environment (a plugin not installed here:
+    its entry is kept, not judged, and gated only where it resolves)."""
     import models
 
     try:
         _resolve(name)
         return models.no_analytic_reason(models.model_class(name)) is not None
-    except ValueError:
-        return False
+    except ValueError:  # a plugin not importable here (or RecBole absent): its entry is not judged
+        return True
 
 
 def _resolve(name: str) -> None:
@@ -558,7 +571,7 @@ def baseline_path(text: str, for_update: bool) -> Path:
             parent = parent.parent
         if not parent.is_dir():
             raise UsageError(f"--baseline {path}: {parent} is a file, not a folder")
-        raise UsageError(f"no baseline file {path}; create it with `python -m bench.regress --update`")
+        raise UsageError(f"no baseline file {path}; create it with {update_command(path)}")
     return path
 
 
@@ -601,11 +614,11 @@ def check(args, names: list[str], path: Path) -> int:
     data = load_baseline(path)
     other = same_grid(data, path)
     if other:
-        raise UsageError(f"{other}; run `python -m bench.regress --update`")
+        raise UsageError(f"{other}; run {update_command(path)}")
     absent = [n for n in names if n not in data["models"]]
     if absent:
         raise UsageError(f"no baseline for registered model(s) {', '.join(absent)} in {path}; run "
-                         f"`python -m bench.regress --update --models {','.join(absent)}`")
+                         f"{update_command(path, absent)}")
     env = data["environment"]
     import torch
 
@@ -623,7 +636,7 @@ def check(args, names: list[str], path: Path) -> int:
     points = len(names) * len(GRID["workloads"])
     if failed:
         print(f"bench.regress: FAILED: {', '.join(failed)} regressed against {path} (see the table; if the "
-              "change is intended, run `python -m bench.regress --update` and commit the new baselines)")
+              f"change is intended, run {update_command(path, failed)} and commit the new baselines)")
         return 1
     warned = sorted({c.model for c in changes if c.verdict == "WARN"})
     print(f"bench.regress: OK: {points} points ({len(names)} models x {len(GRID['workloads'])} workloads) "

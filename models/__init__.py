@@ -90,7 +90,11 @@ def model_class(name: str) -> type[SequentialRecommender]:
         return resolve(rest)
     entry_points = plugins()
     if name in entry_points:
-        return check_model_class(_import_class(entry_points[name].replace(":", "."), name), name)
+        target = entry_points[name]
+        try:
+            return check_model_class(_import_class(target.replace(":", "."), name), name)
+        except PluginError as err:
+            raise PluginError(f"{err} (entry point {name} = {target!r} of group {ENTRY_POINT_GROUP})") from None
     if "." in name and not slash:
         return check_model_class(_import_class(name, name), name)
     spaces = "".join(f", {p}/NAME" for p in sorted(NAMESPACES))
@@ -114,7 +118,7 @@ def _import_class(path: str, name: str) -> type:
             if err.name is not None and module_name.startswith(err.name):
                 continue  # this prefix is not a module: try a shorter one
             raise PluginError(f"model {name!r}: importing {module_name} failed: {type(err).__name__}: {err}") from None
-        except Exception as err:  # the plugin's own import-time failure, with its cause
+        except (Exception, SystemExit) as err:  # the plugin's own import-time failure (even sys.exit), with its cause
             first = str(err).splitlines()[0] if str(err) else ""
             raise PluginError(f"model {name!r}: importing {module_name} failed: {type(err).__name__}: {first}") from None
         for attr in parts[cut:]:

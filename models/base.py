@@ -43,7 +43,7 @@ Optional:
   that implements none of them (neither `layer_flops` nor `forward_flops`), or a wrapper that names
   why it has no formula in `analytic_flops_reason` (the official twins, bench.adapters.official),
   gets empty analytic cells in its rows with that reason (`models.no_analytic_reason`, used by
-  bench/point.py); the counters still measure it.
+  bench/sweep/point.py); the counters still measure it.
 - Declared properties read by the harness and the tests: `faithful_to` (the official code or
   paper followed, with its commit) and `reconstruction` (True where no code exists: every CSV row
   says so).

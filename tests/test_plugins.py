@@ -77,6 +77,7 @@ def user_module(tmp_path, monkeypatch):
     (package / "__init__.py").write_text("")
     (package / "good.py").write_text(textwrap.dedent(GOOD))
     (package / "broken.py").write_text("import torch\nraise RuntimeError('the plugin needs a GPU to import')\n")
+    (package / "exits.py").write_text("import sys\nsys.exit(5)\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), str(REPO_ROOT)]))
     yield tmp_path
@@ -104,6 +105,7 @@ def test_a_dotted_path_builds_and_validates_like_a_builtin(user_module):
     ("usermods.good.Missing", "usermods.good has no attribute 'Missing'"),
     ("usermods.broken.Model", "importing usermods.broken failed: RuntimeError: the plugin needs a GPU to import"),
     ("nosuchpkg.models.MyRec", "no module named 'nosuchpkg'"),
+    ("usermods.exits.Model", "importing usermods.exits failed: SystemExit: 5"),
 ])
 def test_a_plugin_that_breaks_the_contract_is_refused_naming_the_fault(user_module, name, message):
     with pytest.raises(models.PluginError, match=message.replace("(", r"\(")):
@@ -227,3 +229,28 @@ def test_a_recbole_model_is_measured_like_ours(name, one_thread):
         assert row[column] and row[column] > 0, column
     assert row.get("fwd_flops_analytic") is None and "RecBole model" in row["flops_analytic_reason"]
     assert row["faithful_to"].startswith("RecBole ")
+
+
+def test_a_recbole_model_that_needs_more_is_refused_before_anything_runs(tmp_path):
+    """Resolving `recbole/Caser` builds it once at a tiny size: the sweep refuses it in one line,
+    exit 2, and writes nothing (not an error row after the fact)."""
+    _require_recbole()
+    message = refused_cli("bench.sweep", ["--axis", "seqlen", "--values", "8", "--models", "recgrela,recbole/Caser",
+                                          "--out", str(tmp_path / "out"), *SIZES])
+    assert "recbole/Caser needs user ids" in message and not (tmp_path / "out").exists()
+
+
+def test_a_baseline_entry_of_a_plugin_not_installed_here_is_kept_not_judged(user_module, tmp_path):
+    """A baseline made where a plugin was installed stays valid where it is not: its empty
+    analytic cells are not called corrupt, and the hint names the file the user gave."""
+    from bench import regress
+
+    baseline = tmp_path / "gate.json"
+    assert regress.main(["--update", "--models", "usermods.good.MeanRec", "--baseline", str(baseline)]) == 0
+    for name in [m for m in sys.modules if m.startswith("usermods")]:
+        del sys.modules[name]
+    sys.path.remove(str(user_module))
+    data = regress.load_baseline(baseline)
+    assert "usermods.good.MeanRec" in data["models"]
+    hint = regress.update_command(baseline, ["linrec"])
+    assert str(baseline) in hint and "--models linrec" in hint

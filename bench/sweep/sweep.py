@@ -57,7 +57,9 @@ def parser() -> argparse.ArgumentParser:
                    + "; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     p.add_argument("--values", help="comma-separated values of the axis, overriding the preset's")
     p.add_argument("--models", default=",".join(DEFAULT_MODELS),
-                   help="comma list of NAME[:key=value[:key=value]] (default: %(default)s)")
+                   help="comma list of NAME[:key=value[:key=value]]: a built-in name, official/NAME, "
+                        "recbole/ClassName, an installed plugin's name or a dotted path to your class "
+                        "(default: %(default)s)")
     p.add_argument("--workload", choices=("train", "infer", "both"), default="train",
                    help="train = forward + loss + backward + Adam step; infer = forward + scores")
     p.add_argument("--batch-size", type=positive_int)

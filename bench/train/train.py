@@ -13,7 +13,7 @@ Protocol (RecGRELA's, from RecBole): leave-one-out split (last item test, second
 validation); every prefix of the training part is a sample (the last --max-len items, right
 padded, the last real slot scored); softmax cross-entropy over all item ids; Adam (lr 1e-3);
 full-ranking evaluation without removing seen items (padding id excluded; ties count against the
-target, see bench/metrics.py); HR, NDCG and MRR at 5 and 10. After every epoch the validation
+target, see bench/train/metrics.py); HR, NDCG and MRR at 5 and 10. After every epoch the validation
 NDCG@10 is measured; the best epoch's weights are kept in OUT/checkpoint.pt and training stops
 after --patience epochs without a strict improvement. The test row evaluates that checkpoint
 on every user.
@@ -27,7 +27,7 @@ subset of U users (0 = all; the test always uses every user).
 
 Refused before anything is written (one line, exit 2): bad flags, a --device without CUDA, an
 --out that is a file, under a file, unwritable or holding a finished run, a data file the loader
-refuses (bench/data.py lists what), data without a training prefix (every user has exactly 3
+refuses (bench/train/data.py lists what), data without a training prefix (every user has exactly 3
 items) or with fewer than 11 distinct items (every metric at 10 would be 1.0), and an item table
 (16 bytes x items x d_model to train) larger than the machine's memory.
 
@@ -423,7 +423,8 @@ def read_test_metrics(paths) -> list[dict]:
 def parser() -> argparse.ArgumentParser:
     p = cli.parser("bench.train", __doc__)
     p.add_argument("--model", required=True, help="NAME[:key=value[:key=value]], as in the sweep; "
-                   f"models: {', '.join(models.available())}")
+                   f"models: {', '.join(models.available())}; also official/NAME, recbole/ClassName, "
+                   "an installed plugin's name or a dotted path to your class (mypkg.models.MyRec)")
     p.add_argument("--data", required=True, help="a data file: user-item pairs, RecBole .inter or one user per line")
     p.add_argument("--format", choices=seqdata.FORMATS, default="auto", help="data format (default: %(default)s)")
     p.add_argument("--epochs", type=positive_int, default=300, help="maximum epochs (default %(default)s)")
