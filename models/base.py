@@ -161,8 +161,22 @@ class SequentialRecommender(nn.Module):
         `self(...)`, so module hooks see the model as the root module (MemTracker then accepts a
         submodule the forward calls more than once, such as one Dropout shared by every layer)."""
         hidden = self(item_seq) if hidden is None else hidden
+        self.check_hidden(item_seq, hidden)
         index = self.last_positions(item_seq).view(-1, 1, 1).expand(-1, 1, hidden.shape[-1])
         return hidden.gather(1, index).squeeze(1)
+
+    def check_hidden(self, item_seq: torch.Tensor, hidden) -> None:
+        """The contract's output: `forward` returns [B, L, d] for ids [B, L]. Raises ValueError
+        naming what it returned instead (a plugin's wrong shape or type is then one readable
+        reason in its row, not an error from deep inside the scores' product)."""
+        d = self.item_embedding.embedding_dim
+        if not isinstance(hidden, torch.Tensor):
+            raise ValueError(f"{type(self).__name__}.forward returned a {type(hidden).__name__}, "
+                             f"expected a tensor [B, L, d] = [{item_seq.shape[0]}, {item_seq.shape[1]}, {d}]")
+        if hidden.dim() != 3 or hidden.shape[0] != item_seq.shape[0] or hidden.shape[1] != item_seq.shape[1] \
+                or hidden.shape[2] != d:
+            raise ValueError(f"{type(self).__name__}.forward returned {list(hidden.shape)}, expected "
+                             f"[B, L, d] = [{item_seq.shape[0]}, {item_seq.shape[1]}, {d}]")
 
     def full_scores(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalogue, tied to the item table: [B, N] (from `hidden` when given)."""

@@ -60,6 +60,11 @@ class NoCausal(SequentialRecommender):
 class BadConfig(MeanRec):
     config_class = dict
 
+class LastOnly(MeanRec):
+    """Breaks the output contract: [B, d], not [B, L, d]."""
+    def forward(self, item_seq):
+        return super().forward(item_seq)[:, -1]
+
 NOT_A_CLASS = 3
 '''
 
@@ -254,3 +259,9 @@ def test_a_baseline_entry_of_a_plugin_not_installed_here_is_kept_not_judged(user
     assert "usermods.good.MeanRec" in data["models"]
     hint = regress.update_command(baseline, ["linrec"])
     assert str(baseline) in hint and "--models linrec" in hint
+
+
+def test_a_forward_of_the_wrong_shape_is_named_as_such(user_module):
+    model = models.build("usermods.good.LastOnly", n_items=20, max_len=6, d_model=8)
+    with pytest.raises(ValueError, match=r"LastOnly.forward returned \[2, 8\], expected \[B, L, d\] = \[2, 6, 8\]"):
+        model.full_scores(torch.randint(1, 20, (2, 6)))
