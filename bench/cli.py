@@ -234,7 +234,7 @@ def run(main: Callable[[], int], prog: str | None = None) -> None:
     except UsageError as err:
         if os.environ.get("SEQREC_TRACEBACK"):
             raise
-        sys.exit(report_usage_error(prog, _one_line(err)))
+        sys.exit(report_usage_error(prog, one_line(err)))
     except OSError as err:
         if os.environ.get("SEQREC_TRACEBACK"):
             raise
@@ -246,9 +246,9 @@ def run(main: Callable[[], int], prog: str | None = None) -> None:
             raise
         frame = traceback.extract_tb(err.__traceback__)[-1]
         if is_out_of_memory(err):
-            print(f"{prog}: error: out of memory ({_one_line(err)[:200]}); choose a smaller shape", file=sys.stderr)
+            print(f"{prog}: error: out of memory ({one_line(err)[:200]}); choose a smaller shape", file=sys.stderr)
             sys.exit(1)
-        print(f"{prog}: internal error: {type(err).__name__}: {_one_line(err)} "
+        print(f"{prog}: internal error: {type(err).__name__}: {one_line(err)} "
               f"(at {Path(frame.filename).name}:{frame.lineno}; SEQREC_TRACEBACK=1 shows the traceback)",
               file=sys.stderr)
         sys.exit(1)
@@ -310,5 +310,5 @@ def _prog(main: Callable) -> str:
     return spec.name if spec else os.path.basename(sys.argv[0])
 
 
-def _one_line(err: BaseException) -> str:
+def one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__

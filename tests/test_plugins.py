@@ -265,3 +265,15 @@ def test_a_forward_of_the_wrong_shape_is_named_as_such(user_module):
     model = models.build("usermods.good.LastOnly", n_items=20, max_len=6, d_model=8)
     with pytest.raises(ValueError, match=r"LastOnly.forward returned \[2, 8\], expected \[B, L, d\] = \[2, 6, 8\]"):
         model.full_scores(torch.randint(1, 20, (2, 6)))
+
+
+def test_training_a_model_that_cannot_take_a_step_is_refused_and_writes_nothing(user_module, tmp_path):
+    data = tmp_path / "data.txt"
+    seqdata.write_lines_file(seqdata.synthetic_dataset(n_users=30, n_items=15, mean_len=8, seed=4), data)
+    out = tmp_path / "run"
+    message = refused_cli("bench.train", ["--model", "usermods.good.LastOnly", "--data", str(data), "--max-len", "6",
+                                          "--d-model", "8", "--layers", "1", "--heads", "2", "--epochs", "1",
+                                          "--device", "cpu", "--out", str(out)],
+                          env={"PYTHONPATH": os.environ["PYTHONPATH"]})
+    assert "usermods.good.LastOnly cannot take a training step: ValueError: LastOnly.forward returned" in message
+    assert not out.exists()

@@ -279,6 +279,31 @@ def check_fits_memory(settings: TrainSettings, n_items: int) -> None:
                          f"{total / 2**30:,.1f} GiB on {settings.device}; lower --d-model")
 
 
+def check_one_step(model, label: str, n_items: int, max_len: int, device: torch.device) -> None:
+    """One loss and backward on a batch of two short sequences, before anything is written: a model
+    that cannot train (a plugin whose forward breaks the contract or raises) is refused with one
+    line (UsageError) and leaves no half-written --out. The random state is restored and the
+    gradients cleared, so the run that follows is the one it would have been."""
+    item_seq = torch.zeros(2, max_len, dtype=torch.long, device=device)
+    item_seq[0, :min(2, max_len)] = torch.arange(1, min(2, max_len) + 1) % (n_items - 1) + 1
+    item_seq[1, 0] = 1
+    target = torch.ones(2, dtype=torch.long, device=device)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        try:
+            model.train()
+            model.loss(item_seq, target).backward()
+        except (RuntimeError, MemoryError) as err:
+            if cli.is_out_of_memory(err):
+                raise
+            raise UsageError(f"{label} cannot take a training step: {type(err).__name__}: {cli.one_line(err)}") from None
+        except Exception as err:
+            raise UsageError(f"{label} cannot take a training step: {type(err).__name__}: {cli.one_line(err)}") from None
+        finally:
+            model.zero_grad(set_to_none=True)
+            model.train(was_training)
+
+
 def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, log=print,
           log_every_s: float = 30.0, command_line: str | None = None) -> dict:
     """Train, validate each epoch, keep the best checkpoint, then test it. Returns the test row.
@@ -300,6 +325,7 @@ def train(settings: TrainSettings, dataset: seqdata.SequenceDataset, out: Path, 
             raise
         raise UsageError(f"{spec.label} at {dataset.n_items - 1} items, --max-len {settings.max_len} and these "
                          f"sizes does not fit in memory on {device}; lower --d-model, --layers or --max-len") from None
+    check_one_step(model, spec.label, dataset.n_items, settings.max_len, device)
     config = dataclasses.asdict(model.config)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     env = environment(device)
