@@ -79,6 +79,7 @@ from .layers import FeedForward, recbole_init
 class SeqRecConfig:
     """Keys shared by every model; subclasses add their extras and official defaults."""
 
+    negative_numbers: ClassVar[bool] = False  # may an int or float key be negative (`_check_types`)
     n_items: int = 3417  # item ids including padding id 0 (ML-1M: 3,416 items + 1)
     max_len: int = 50  # padded sequence length L (RecGRELA and RoPE tables need exactly L)
     d_model: int = 64
@@ -103,8 +104,9 @@ class SeqRecConfig:
     def _check_types(self) -> None:
         """Every bool, int, float and str field holds a value of its type (a spec's `gate=maybe`
         or `local_shortcut=no` would otherwise be truthy text, `d_state=2.5` a float size), numbers
-        finite and non-negative (no config of the suite has a negative one); an int given to a float
-        field becomes a float. Raises ValueError naming the field."""
+        finite and non-negative (no config of the suite has a negative one; a config class whose
+        keys may be, as RecBole's own, sets `negative_numbers`); an int given to a float field
+        becomes a float. Raises ValueError naming the field."""
         hints = typing.get_type_hints(type(self))
         for field in dataclasses.fields(self):
             kind, value = hints.get(field.name), getattr(self, field.name)
@@ -116,8 +118,10 @@ class SeqRecConfig:
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise ValueError(f"{field.name} must be a number, got {value!r}")
                 object.__setattr__(self, field.name, float(value))
-            if kind in (int, float) and not (math.isfinite(getattr(self, field.name)) and value >= 0):
-                raise ValueError(f"{field.name} must be a finite number >= 0, got {value!r}")
+            if kind in (int, float) and not (math.isfinite(getattr(self, field.name))
+                                             and (value >= 0 or self.negative_numbers)):
+                bound = "" if self.negative_numbers else " >= 0"
+                raise ValueError(f"{field.name} must be a finite number{bound}, got {value!r}")
             if kind is str and not isinstance(value, str):
                 raise ValueError(f"{field.name} must be text, got {value!r}")
 

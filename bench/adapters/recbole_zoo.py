@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
-import typing
 
 import torch
 
@@ -84,21 +82,7 @@ class RecBoleZooConfig(SeqRecConfig):
     """Base of every zoo config: RecBole's own keys may be negative (CPR's `n_facet_window=-2`),
     so numbers are checked for type and finiteness only."""
 
-    def _check_types(self) -> None:
-        hints = typing.get_type_hints(type(self))
-        for field in dataclasses.fields(self):
-            kind, value = hints.get(field.name), getattr(self, field.name)
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if kind is bool and not isinstance(value, bool):
-                raise ValueError(f"{field.name} must be true or false, got {value!r}")
-            if kind is int and not (number and isinstance(value, int)):
-                raise ValueError(f"{field.name} must be an integer, got {value!r}")
-            if kind is float and not (number and math.isfinite(value)):
-                raise ValueError(f"{field.name} must be a finite number, got {value!r}")
-            if kind is float:
-                object.__setattr__(self, field.name, float(value))
-            if kind is str and not isinstance(value, str):
-                raise ValueError(f"{field.name} must be text, got {value!r}")
+    negative_numbers = True
 
 
 class BatchFields(dict):
@@ -194,8 +178,9 @@ def check_all(n_items: int = 3417, max_len: int = 50, d_model: int = 64, n_layer
     for class_name in zoo_names():
         spec = f"recbole/{class_name}"
         try:
-            model = zoo_class(class_name)(zoo_class(class_name).config_class(
-                n_items=n_items, max_len=max_len, d_model=d_model, n_layers=n_layers, n_heads=n_heads))
+            zoo_model = zoo_class(class_name)
+            model = zoo_model(zoo_model.config_class(n_items=n_items, max_len=max_len, d_model=d_model,
+                                                     n_layers=n_layers, n_heads=n_heads))
             generator = torch.Generator().manual_seed(0)
             item_seq = torch.randint(1, n_items, (4, max_len), generator=generator)
             model.train()

@@ -293,11 +293,9 @@ def check_one_step(model, label: str, n_items: int, max_len: int, device: torch.
         try:
             model.train()
             model.loss(item_seq, target).backward()
-        except (RuntimeError, MemoryError) as err:
+        except Exception as err:
             if cli.is_out_of_memory(err):
                 raise
-            raise UsageError(f"{label} cannot take a training step: {type(err).__name__}: {cli.one_line(err)}") from None
-        except Exception as err:
             raise UsageError(f"{label} cannot take a training step: {type(err).__name__}: {cli.one_line(err)}") from None
         finally:
             model.zero_grad(set_to_none=True)
