@@ -333,13 +333,47 @@ def _complete_png(path: Path) -> bool:
     return data.startswith(PNG_SIGNATURE) and data.endswith(PNG_END)
 
 
-def test_sigterm_while_drawing_leaves_only_complete_files(tmp_path):
-    """SIGTERM once the first figure is on disk: exit 130, one stderr line, no temporary left, every PNG whole."""
+# Loaded by the report's interpreter (a `sitecustomize` on its PYTHONPATH): every savefig after the
+# first waits a minute inside the temporary-file write, so the signal always lands mid-figure
+# instead of racing a fast machine to the end of the report.
+_SECOND_SAVE_WAITS = """
+import time
+import matplotlib.figure
+_savefig = matplotlib.figure.Figure.savefig
+_calls = []
+def savefig(self, *args, **kwargs):
+    _calls.append(1)
+    if len(_calls) > 1:
+        time.sleep(60)
+    return _savefig(self, *args, **kwargs)
+matplotlib.figure.Figure.savefig = savefig
+"""
+
+
+def _many_lines_run(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     rows = [_row(f"model{m}", "train", L, axis="seq_len") for m in range(40) for L in (256, 512, 1024, 2048)]
     _write(run / "results.csv", csv_text(list(results.COLUMNS), rows))
+    return run
+
+
+def test_forty_lines_draw_without_a_warning(tmp_path):
+    """Forty models in the log-log figure: its slope legends go below the panels; stderr stays silent."""
+    run = _many_lines_run(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT), PYTHONWARNINGS="default")
+    proc = subprocess.run([sys.executable, "-m", "bench.report", str(run), "--out", str(tmp_path / "out")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert _complete_png(tmp_path / "out" / "long_seq_loglog.png")
+
+
+def test_sigterm_while_drawing_leaves_only_complete_files(tmp_path):
+    """SIGTERM once the first figure is on disk: exit 130, one stderr line, no temporary left, every PNG whole."""
+    run = _many_lines_run(tmp_path)
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(REPO_ROOT))
+    hook = tmp_path / "hook"
+    _write(hook / "sitecustomize.py", _SECOND_SAVE_WAITS)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(hook), str(REPO_ROOT)]))
     env.pop("SEQREC_TRACEBACK", None)
     proc = subprocess.Popen([sys.executable, "-m", "bench.report", str(run), "--out", str(out)], cwd=REPO_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

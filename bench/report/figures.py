@@ -385,6 +385,9 @@ def _draw_lines(ax, rows: pd.DataFrame, x: str, y: str, colours: dict, *, band: 
     ax.grid(True, alpha=0.3)
 
 
+SLOPE_LEGEND_INSIDE_MAX = 8  # lines whose slope legend fits inside a panel; more go below it
+
+
 def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, loglog: bool = False,
                         slopes: dict | None = None) -> Path:
     """A row of (time, memory) panels per entry of `panels` = [(row_title, rows, x), ...].
@@ -392,7 +395,10 @@ def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, 
     With `slopes` ({(row_title, "time" | "memory", line): slope}) every panel gets its own legend
     giving each line's fitted slope; otherwise one legend for the figure.
     """
-    fig, axes = plt.subplots(len(panels), 2, figsize=(11, 3.9 * len(panels)), squeeze=False)
+    n_lines = max((rows["_label"].nunique() for _t, rows, _x in panels if rows is not None and not rows.empty), default=0)
+    below = slopes is not None and n_lines > SLOPE_LEGEND_INSIDE_MAX  # too many to sit inside the axes
+    legend_rows = -(-n_lines // 2) if below else 0
+    fig, axes = plt.subplots(len(panels), 2, figsize=(11, (3.9 + 0.14 * legend_rows) * len(panels)), squeeze=False)
     handles = {}
     for (row_title, rows, x), (ax_time, ax_mem) in zip(panels, axes):
         if rows is None or rows.empty:
@@ -414,8 +420,11 @@ def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, 
                 for handle, label in zip(lines, labels):
                     handles.setdefault(label, handle)
             else:
+                under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, fig.dpi_scale_trans)
+                placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
+                             if below else dict(loc="upper left"))
                 ax.legend(lines, [f"{label}: slope {slopes.get((row_title, kind, label), float('nan')):.2f}"
-                                  for label in labels], fontsize=7, loc="upper left", frameon=False)
+                                  for label in labels], fontsize=7, frameon=False, **placement)
     statuses = set().union(*(set(rows["status"]) for _t, rows, _x in panels if rows is not None))
     for status, (marker, text, size) in FAIL_STYLE.items():
         if status in statuses:
