@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
-from .base import SeqRecConfig, SequentialRecommender
+from .base import STREAM_MODES, SeqRecConfig, SequentialRecommender
 from .echomamba4rec import EchoMamba4Rec
 from .elastic import Elastic
 from .eulerformer import EulerFormer
@@ -148,7 +148,27 @@ def check_model_class(cls, name: str) -> type[SequentialRecommender]:
             and issubclass(config_class, SeqRecConfig)):
         raise PluginError(f"model {name!r}: {cls.__qualname__}.config_class must be a dataclass derived from "
                           f"models.base.SeqRecConfig, got {config_class!r}")
+    check_stream_mode(cls, name)
     return cls
+
+
+def check_stream_mode(cls: type[SequentialRecommender], name: str) -> None:
+    """`stream_mode` is one of STREAM_MODES; "cache" and "state" need a causal model that implements
+    `stream_init` and `stream_step` (models/base.py). Raises PluginError naming the fault."""
+    mode = cls.stream_mode
+    if mode not in STREAM_MODES:
+        raise PluginError(f"model {name!r}: {cls.__qualname__}.stream_mode must be one of "
+                          f"{', '.join(STREAM_MODES)}, got {mode!r}")
+    if mode == "recompute":
+        return
+    if not cls.causal:
+        raise PluginError(f"model {name!r}: {cls.__qualname__} declares stream_mode {mode!r} but is not causal: "
+                          "its last slot depends on later ones, so nothing can be kept exactly (use 'recompute')")
+    missing = [m for m in ("stream_init", "stream_step")
+               if getattr(cls, m) is getattr(SequentialRecommender, m)]
+    if missing:
+        raise PluginError(f"model {name!r}: {cls.__qualname__} declares stream_mode {mode!r} but does not implement "
+                          f"{' and '.join(missing)}")
 
 
 def no_analytic_reason(cls: type[SequentialRecommender]) -> str | None:

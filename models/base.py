@@ -44,6 +44,32 @@ Optional:
   why it has no formula in `analytic_flops_reason` (the official twins, bench.adapters.official),
   gets empty analytic cells in its rows with that reason (`models.no_analytic_reason`, used by
   bench/sweep/point.py); the counters still measure it.
+- Streaming (the `stream` workload, bench/workload.py): `stream_mode` declares what a deployed model
+  keeps between one user's events:
+    "cache"      causal attention (SASRec, EulerFormer): every layer's keys and values of the past
+                 events; a new event attends over them, O(L) per event;
+    "state"      recurrent and state-space models (Mamba4Rec, LRURec, RecBLR): a fixed-size state
+                 (for Mamba also the conv window), O(1) per event;
+    "recompute"  (the default) nothing can be kept exactly: a non-causal mixer (LinRec, RecGRELA,
+                 ELASTIC, SIGMA, EchoMamba4Rec) makes the last slot depend on every slot, or the
+                 model has no streaming code; each event reruns `full_scores` over the window.
+  A model declaring "cache" or "state" (only a `causal` one may) implements
+    `stream_init(batch_size, capacity) -> state`: B users with no events yet, on the model's
+        device; `capacity` is the most events the state must hold (the window, max_len). A state
+        is a dict whose tensors are what is kept between events, plus int "length" (events seen);
+    `stream_step(state, item [B]) -> (u [B, d], state')`: one new event per user; u is the user
+        vector after it, equal (float tolerance) to `user_vector` of the whole history so far
+        (tests/test_stream.py). `state` stays valid for its own length: a step may write slot
+        `length` of a preallocated buffer in place (whoever writes it writes the same values) but
+        never changes slots below it, so one step can be timed again and again from one state.
+  The base class provides `stream_prefill` (the events of item_seq [B, n] one at a time; a model
+  may do it in parallel), `stream_state_bytes` (what the state's tensors hold) and `stream_flops`.
+  Streaming is exact while a user's history fits the window (max_len): past it a sliding window
+  shifts every absolute position (SASRec's learned P) and drops what a state already absorbed.
+- Scores of a user vector: `scores(u [B, d], items=None)` -> [B, N] over the whole catalogue, or
+  [B, K] for `items` [K] (shared candidates) or [B, K] (each user's own); a model that adds a
+  term (LRURec's item bias) overrides `scores` only, so the losses of models/losses.py and the
+  stream step score the same way.
 - Declared properties read by the harness and the tests: `faithful_to` (the official code or
   paper followed, with its commit) and `reconstruction` (True where no code exists: every CSV row
   says so).
@@ -138,6 +164,7 @@ class SequentialRecommender(nn.Module):
     """The config dataclass `models.make_config` validates a model's keys against and builds; each
     model declares its own subclass of SeqRecConfig with the official defaults."""
     causal: ClassVar[bool] = False
+    stream_mode: ClassVar[str] = "recompute"  # "cache" | "state" | "recompute" (the module docstring)
     faithful_to: ClassVar[str] = ""
     reconstruction: ClassVar[bool] = False
 
@@ -184,7 +211,58 @@ class SequentialRecommender(nn.Module):
 
     def full_scores(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
         """Logits over the whole catalogue, tied to the item table: [B, N] (from `hidden` when given)."""
-        return self.user_vector(item_seq, hidden) @ self.item_embedding.weight.t()
+        return self.scores(self.user_vector(item_seq, hidden))
+
+    def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """u . E[i] for the tied item table: u [B, d] against every id (items None: [B, N], row 0
+        included), shared candidates (items [K]: [B, K]) or each user's own (items [B, K]: [B, K]).
+        Each form is one matrix product, so the FLOP counters see it."""
+        table = self.item_embedding.weight
+        if items is None:
+            return u @ table.t()  # [B, N]
+        if items.dim() == 1:
+            return u @ table[items].t()  # [B, K]
+        return (table[items] @ u.unsqueeze(-1)).squeeze(-1)  # [B, K, d] @ [B, d, 1] -> [B, K]
+
+    # --- streaming (the module docstring; `stream_mode` "cache" or "state" implement init and step) ---
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """The state of `batch_size` users with no events (dict of tensors + int "length")."""
+        raise NotImplementedError(f"{type(self).__name__} streams by recomputing (stream_mode "
+                                  f"{self.stream_mode!r}); it keeps no state between events")
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """One new event per user, item [B]: (user vector [B, d] after it, the next state)."""
+        raise NotImplementedError(f"{type(self).__name__} streams by recomputing (stream_mode "
+                                  f"{self.stream_mode!r}); it keeps no state between events")
+
+    def stream_prefill(self, item_seq: torch.Tensor, capacity: int) -> tuple[torch.Tensor | None, dict]:
+        """Feed the events of item_seq [B, n] (every slot a real event) one at a time from an empty
+        state: (the user vector after the last one, or None for n = 0; the state after them)."""
+        state = self.stream_init(item_seq.shape[0], capacity)
+        u = None
+        for t in range(item_seq.shape[1]):
+            u, state = self.stream_step(state, item_seq[:, t])
+        return u, state
+
+    @staticmethod
+    def stream_state_bytes(state: dict) -> int:
+        """Bytes of every tensor the state keeps between events (its allocated size, all users)."""
+        return sum(v.numel() * v.element_size() for v in _state_tensors(state))
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """Analytic FLOPs of one stream step (one event per user, whose history then holds
+        `seq_len` events, and the full-catalogue scores): "recompute" is the whole forward over
+        the window; "state" is the forward of one slot; "cache" has no generic formula (its
+        attention reads seq_len keys), and a model declaring it overrides this."""
+        if self.stream_mode == "recompute":
+            return self.forward_flops(batch_size, seq_len)
+        if self.stream_mode == "state":
+            return self.forward_flops(batch_size, 1)
+        raise NotImplementedError(f"{type(self).__name__} declares stream_mode 'cache' without stream_flops")
+
+    def stream_scan_flops(self, batch_size: int, seq_len: int) -> int:
+        """`scan_flops` of one stream step: one slot's recurrence for "state", the window's otherwise."""
+        return self.scan_flops(batch_size, 1 if self.stream_mode == "state" else seq_len)
 
     def loss_terms(self, item_seq: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(softmax CE of the next item over all N ids, the auxiliary loss or None), from one
@@ -231,6 +309,20 @@ class SequentialRecommender(nn.Module):
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         """Forward FLOPs of element-wise recurrences (scans) that no counter sees; 0 if none."""
         return 0
+
+
+STREAM_MODES = ("cache", "state", "recompute")
+
+
+def _state_tensors(state) -> list:
+    """The tensors of a stream state: a dict, list or tuple of tensors, nested any depth."""
+    if isinstance(state, torch.Tensor):
+        return [state]
+    if isinstance(state, dict):
+        return [t for value in state.values() for t in _state_tensors(value)]
+    if isinstance(state, (list, tuple)):
+        return [t for value in state for t in _state_tensors(value)]
+    return []
 
 
 class RecBoleStack(SequentialRecommender):

@@ -146,8 +146,10 @@ class LRURec(SequentialRecommender):
             x = block(x)
         return x
 
-    def full_scores(self, item_seq: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        return super().full_scores(item_seq, hidden) + self.item_bias
+    def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """u . E[i] + b_i (the official item bias) for every id, or for `items` [K] or [B, K]."""
+        bias = self.item_bias if items is None else self.item_bias[items]
+        return super().scores(u, items) + bias
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
