@@ -19,8 +19,9 @@ from bench.results import Shape, spec_label
 adapters.register()  # `official/NAME` specs (the official code's twins) everywhere a spec is read
 
 AXES = {"seqlen": "seq_len", "heads": "n_heads", "layers": "n_layers", "batch": "batch_size",
-        "dmodel": "d_model"}
-WORKLOADS = ("train", "infer")
+        "dmodel": "d_model", "items": "n_items"}
+WORKLOADS = ("train", "infer", "stream")
+ITEMS = (1_000, 10_000, 100_000, 1_000_000)  # --axis items: catalogue sizes (ids incl. padding)
 # the product card's six, then the RecGRELA paper's other baselines and ELASTIC (a reconstruction)
 DEFAULT_MODELS = ("recgrela", "linrec", "sasrec", "eulerformer", "mamba4rec", "lrurec",
                   "echomamba4rec", "recblr", "sigma", "elastic")
@@ -39,6 +40,7 @@ class Preset:
     warmup: int = 2
     repeats: int = 10
     time_limit_s: int = 900
+    stream_repeats: int = 100  # a stream step is one event: enough repeats for a p99
     description: str = ""
 
 
@@ -49,7 +51,7 @@ PRESETS = {
     "quick": Preset(
         "quick", batch_size=4, seq_len=100, n_layers=2, n_heads=2, d_model=64,
         values={"seqlen": (50, 100, 200, 400), "heads": (1, 2, 4, 8), "layers": (1, 2, 3, 4),
-                "batch": (8, 16, 32, 64), "dmodel": (32, 64, 128)},
+                "batch": (8, 16, 32, 64), "dmodel": (32, 64, 128), "items": ITEMS},
         warmup=1, repeats=5, time_limit_s=300,
         description="CPU-sized first look (the default without a GPU): B=4, d=64, 2 layers, 2 heads, "
                     "L=50..400, 1 warm-up and 5 timed steps; sized for minutes, not tens, on 2 cores"),
@@ -57,12 +59,12 @@ PRESETS = {
         "paper", batch_size=2048, seq_len=200, n_layers=4, n_heads=4, d_model=64,
         values={"seqlen": (100, 125, 150, 175, 200), "heads": (1, 2, 4, 8, 16),
                 "layers": (1, 2, 3, 4, 5, 6), "batch": (256, 512, 1024, 2048),
-                "dmodel": (32, 64, 128, 256)},
+                "dmodel": (32, 64, 128, 256), "items": ITEMS},
         description="RecGRELA Sec. 4.1.4 settings (B=2048, d=64, 4 layers, 4 heads); GPU-sized"),
     "long": Preset(
         "long", batch_size=8, seq_len=1024, n_layers=2, n_heads=2, d_model=64,
         values={"seqlen": (256, 512, 1024, 2048, 4096, 8192), "heads": (1, 2, 4, 8),
-                "layers": (1, 2, 4), "batch": (1, 2, 4, 8, 16), "dmodel": (32, 64, 128)},
+                "layers": (1, 2, 4), "batch": (1, 2, 4, 8, 16), "dmodel": (32, 64, 128), "items": ITEMS},
         warmup=1, repeats=5, time_limit_s=1800,
         description="long sequences at a small batch: where linear and quadratic cost part"),
 }
@@ -128,23 +130,49 @@ def parse_model_spec(text: str) -> ModelSpec:
     return ModelSpec(name, tuple(sorted(overrides.items())))
 
 
+def _positive_integer(item: str) -> int | None:
+    """`4096` or, for a catalogue size, `1e6` (a power-of-ten form that is an integer); else None."""
+    if item.isascii() and item.isdigit():
+        return int(item)
+    mantissa, e, exponent = item.lower().partition("e")
+    if e and mantissa.isascii() and mantissa.isdigit() and exponent.isascii() and exponent.isdigit() \
+            and len(exponent) <= 2:
+        return int(mantissa) * 10 ** int(exponent)
+    return None
+
+
 def parse_values(text: str) -> tuple[int, ...]:
-    """`--values`: distinct positive integers separated by commas, in the order given. Raises
-    ValueError for an empty list, an empty item, a non-integer, a value above 2**31 - 1 or a
-    repeated value (it would measure one point twice)."""
+    """`--values`: distinct positive integers separated by commas, in the order given (`1e6` is
+    1000000). Raises ValueError for an empty list, an empty item, a non-integer, a value above
+    2**31 - 1 or a repeated value (it would measure one point twice)."""
     if not text.strip():
         raise ValueError("--values is empty; give positive integers separated by commas or leave it out for the preset's")
     values = []
     for item in text.split(","):
         item = item.strip()
-        if not (item.isascii() and item.isdigit()) or int(item) <= 0:
+        value = _positive_integer(item)
+        if value is None or value <= 0:
             raise ValueError(f"--values must be positive integers separated by commas, got {item!r}")
-        if int(item) > MAX_VALUE:
+        if value > MAX_VALUE:
             raise ValueError(f"--values: {item} is larger than {MAX_VALUE}, the largest size any command takes")
-        if int(item) in values:
-            raise ValueError(f"--values lists {int(item)} twice; each point is measured once")
-        values.append(int(item))
+        if value in values:
+            raise ValueError(f"--values lists {value} twice; each point is measured once")
+        values.append(value)
     return tuple(values)
+
+
+def parse_losses(text: str) -> tuple[str, ...]:
+    """`--loss`: a comma list of ce, sampled:K, bce:K (models/losses.py), each once, in their
+    canonical spelling. Raises ValueError naming the bad one."""
+    from models.losses import parse_loss
+
+    losses = []
+    for item in text.split(","):
+        spec = parse_loss(item).spec
+        if spec in losses:
+            raise ValueError(f"--loss lists {spec} twice; each point is measured once")
+        losses.append(spec)
+    return tuple(losses)
 
 
 def parse_model_specs(text: str) -> list[ModelSpec]:
@@ -191,6 +219,7 @@ class Point(Shape):
     peak_source: str = ""
     predict: bool = False  # predict the cost under fake tensors (bench.measure.predict) instead of measuring
     compile: str = ""  # torch.compile backend of the step's forward and loss ("": eager)
+    loss: str = "ce"  # the train step's objective (models/losses.py); "" for infer and stream
 
     @property
     def spec(self) -> ModelSpec:
@@ -227,10 +256,16 @@ class GridRequest:
     dtype: str = "fp32"
     predict: bool = False
     compile: str = ""
+    losses: tuple = ("ce",)  # the train points' objectives (parse_losses); infer and stream score all N
 
 
 def build_grid(request: GridRequest) -> list[Point]:
-    """All points, value-major (every model at one value before the next value)."""
+    """All points, value-major (every model at one value before the next value); a train point per
+    loss. A stream point takes the preset's `stream_repeats` unless --repeats is given. Raises
+    ValueError naming the spec and value of a point its model cannot run (a config the model
+    refuses, a loss it does not take or whose K negatives do not fit the catalogue)."""
+    from models.losses import check_loss_fits, parse_loss
+
     preset, column = request.preset, AXES[request.axis]
     values = request.values or preset.values[request.axis]
     base = dict(seq_len=preset.seq_len, batch_size=preset.batch_size, n_layers=preset.n_layers,
@@ -241,16 +276,24 @@ def build_grid(request: GridRequest) -> list[Point]:
         dims = dict(base, **{column: value})
         for spec in request.specs:
             for workload in request.workloads:
-                point = Point(spec.name, spec.overrides, workload, column, device=request.device,
-                              threads=request.threads,
-                              warmup=preset.warmup if request.warmup is None else request.warmup,
-                              repeats=preset.repeats if request.repeats is None else request.repeats,
-                              time_limit_s=request.time_limit_s or preset.time_limit_s,
-                              mem_limit_gib=request.mem_limit_gib, flops=request.flops, dtype=request.dtype,
-                              predict=request.predict, compile=request.compile, **dims)
-                try:
-                    models.make_config(point.model, **point.model_config())
-                except ValueError as err:
-                    raise ValueError(f"{spec.label} at {column}={value}: {err}") from None
-                points.append(point)
+                for loss in request.losses if workload == "train" else ("",):
+                    point = Point(spec.name, spec.overrides, workload, column, device=request.device,
+                                  threads=request.threads,
+                                  warmup=preset.warmup if request.warmup is None else request.warmup,
+                                  repeats=(request.repeats if request.repeats is not None
+                                           else preset.stream_repeats if workload == "stream" else preset.repeats),
+                                  time_limit_s=request.time_limit_s or preset.time_limit_s,
+                                  mem_limit_gib=request.mem_limit_gib, flops=request.flops, dtype=request.dtype,
+                                  predict=request.predict, compile=request.compile, loss=loss, **dims)
+                    try:
+                        models.make_config(point.model, **point.model_config())
+                        if loss:
+                            objective = parse_loss(loss)
+                            taken = models.model_class(spec.name).objectives
+                            if objective.name not in taken:
+                                raise ValueError(f"it trains with {', '.join(taken)} only, not --loss {loss}")
+                            check_loss_fits(objective, point.n_items)
+                    except ValueError as err:
+                        raise ValueError(f"{spec.label} at {column}={value}: {err}") from None
+                    points.append(point)
     return points

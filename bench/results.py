@@ -97,8 +97,17 @@ COLUMNS = [
     # and the graph breaks dynamo reported
     "compile_backend", "compile_time_s", "graph_breaks",
     "tracked_reason",  # why the tracked cells are empty (under --compile)
+    # the train step's objective (models/losses.py: ce, sampled:K, bce:K); empty for infer and stream
+    "loss",
+    # the stream workload (bench/workload.py): how the model takes one new event (models/base.py:
+    # cache, state, recompute) and the bytes it keeps per user between events (0: recompute)
+    "stream_mode", "state_bytes_per_user",
+    "time_p99_ms",  # the 99th percentile of the timed steps (meaningful with ~100 repeats: the stream's)
 ]
-KEY_COLUMNS = ["model", "variant", "workload", *SHAPE_COLUMNS, "device"]
+KEY_COLUMNS = ["model", "variant", "workload", *SHAPE_COLUMNS, "device", "loss"]
+# key columns a results file from an older schema may lack (`row_key` reads an empty loss of a train
+# row as "ce", the only loss there was)
+KEY_COLUMNS_ADDED_LATER = ("loss",)
 STATUSES = ("ok", "oom", "timeout", "error", "predicted")  # predicted: --predict, nothing ran
 # How a row was measured, beyond its key: rows that differ in any of these are not one series
 # (a resumed sweep refuses to mix them; figures never join them into one line).
@@ -160,7 +169,14 @@ def utc_now() -> str:
 
 
 def row_key(row: dict) -> tuple:
-    return tuple(str(row.get(c, "")) for c in KEY_COLUMNS)
+    return tuple(str(row.get(c, "")) if c != "loss" else row_loss(row) for c in KEY_COLUMNS)
+
+
+def row_loss(row: dict) -> str:
+    """A row's train objective: its `loss` cell; a train row from before the column is `ce`; "" for
+    infer and stream rows (they score the whole catalogue)."""
+    loss = str(row.get("loss", "") or "")
+    return loss or ("ce" if row.get("workload") == "train" else "")
 
 
 def _line(row: dict) -> str:
@@ -301,7 +317,7 @@ def read_rows(path: Path) -> list[dict]:
         header = reader.fieldnames or []
         if header != COLUMNS:
             older = (header == [c for c in COLUMNS if c in header]
-                     and set(KEY_COLUMNS + ["status"]) <= set(header))
+                     and set(KEY_COLUMNS + ["status"]) - set(KEY_COLUMNS_ADDED_LATER) <= set(header))
             if not older:
                 raise ValueError(f"{path} was written with a different column set; use a new --out folder")
         return [{c: row.get(c) or "" for c in COLUMNS} for row in reader]

@@ -99,6 +99,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .layers import FeedForward, recbole_init
+from .losses import CE, LOSS_NAMES, Loss
 
 
 @dataclass
@@ -164,6 +165,7 @@ class SequentialRecommender(nn.Module):
     """The config dataclass `models.make_config` validates a model's keys against and builds; each
     model declares its own subclass of SeqRecConfig with the official defaults."""
     causal: ClassVar[bool] = False
+    objectives: ClassVar[tuple] = LOSS_NAMES  # the losses (models/losses.py) its train step can take
     stream_mode: ClassVar[str] = "recompute"  # "cache" | "state" | "recompute" (the module docstring)
     faithful_to: ClassVar[str] = ""
     reconstruction: ClassVar[bool] = False
@@ -247,7 +249,7 @@ class SequentialRecommender(nn.Module):
     @staticmethod
     def stream_state_bytes(state: dict) -> int:
         """Bytes of every tensor the state keeps between events (its allocated size, all users)."""
-        return sum(v.numel() * v.element_size() for v in _state_tensors(state))
+        return sum(v.numel() * v.element_size() for v in state_tensors(state))
 
     def stream_flops(self, batch_size: int, seq_len: int) -> int:
         """Analytic FLOPs of one stream step (one event per user, whose history then holds
@@ -264,16 +266,21 @@ class SequentialRecommender(nn.Module):
         """`scan_flops` of one stream step: one slot's recurrence for "state", the window's otherwise."""
         return self.scan_flops(batch_size, 1 if self.stream_mode == "state" else seq_len)
 
-    def loss_terms(self, item_seq: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(softmax CE of the next item over all N ids, the auxiliary loss or None), from one
-        forward: `forward_with_aux` in training, `forward` in eval (no auxiliary term)."""
+    def loss_terms(self, item_seq: torch.Tensor, target: torch.Tensor,
+                   objective: Loss = CE) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the next-item loss, the auxiliary loss or None), from one forward: `forward_with_aux` in
+        training, `forward` in eval (no auxiliary term). `objective` (models/losses.py): softmax CE
+        over all N ids by default, or a sampled softmax / BCE against K negatives."""
         hidden, auxiliary = self.forward_with_aux(item_seq) if self.training else (self(item_seq), None)
-        return F.cross_entropy(self.full_scores(item_seq, hidden), target), auxiliary
+        if objective == CE:
+            return F.cross_entropy(self.full_scores(item_seq, hidden), target), auxiliary
+        return objective.value(self, self.user_vector(item_seq, hidden), target), auxiliary
 
-    def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Softmax CE of the next item over all N ids (+ the model's auxiliary loss in training)."""
-        ce, auxiliary = self.loss_terms(item_seq, target)
-        return ce if auxiliary is None else ce + auxiliary
+    def loss(self, item_seq: torch.Tensor, target: torch.Tensor, objective: Loss = CE) -> torch.Tensor:
+        """The next-item loss (softmax CE over all N ids unless `objective` says otherwise) + the
+        model's auxiliary loss in training."""
+        main, auxiliary = self.loss_terms(item_seq, target, objective)
+        return main if auxiliary is None else main + auxiliary
 
     def num_params(self) -> tuple[int, int]:
         """(total, trainable) counts of real parameters (a complex one counts 2); buffers excluded."""
@@ -314,14 +321,14 @@ class SequentialRecommender(nn.Module):
 STREAM_MODES = ("cache", "state", "recompute")
 
 
-def _state_tensors(state) -> list:
+def state_tensors(state) -> list:
     """The tensors of a stream state: a dict, list or tuple of tensors, nested any depth."""
     if isinstance(state, torch.Tensor):
         return [state]
     if isinstance(state, dict):
-        return [t for value in state.values() for t in _state_tensors(value)]
+        return [t for value in state.values() for t in state_tensors(value)]
     if isinstance(state, (list, tuple)):
-        return [t for value in state for t in _state_tensors(value)]
+        return [t for value in state for t in state_tensors(value)]
     return []
 
 

@@ -118,7 +118,8 @@ class _CudaKernels(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0, dtype: str = "fp32"):
+def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int = 0, dtype: str = "fp32",
+                  loss: str = "ce"):
     """(workload, fake mode): the step of `bench.workload.build_workload` with the same model
     (seeded), batch and optimizer, every tensor fake; run it and measure it inside the mode."""
     from torch._subclasses.fake_tensor import FakeCopyMode, FakeTensorMode
@@ -129,14 +130,14 @@ def fake_workload(name: str, config: dict, kind: str, batch_size: int, seed: int
     check_kind_and_dtype(kind, dtype)
     torch.manual_seed(seed)
     real = models.build(name, **config)
-    item_seq, target = make_batch(batch_size, config["max_len"], config["n_items"], seed)
+    item_seq, target = make_batch(batch_size, config["max_len"], config["n_items"], seed, full=kind == "stream")
     mode = FakeTensorMode()
     with FakeCopyMode(mode):
         model = copy.deepcopy(real)
     del real
     fake_seq, fake_target = mode.from_tensor(item_seq), mode.from_tensor(target)
     with mode:
-        workload = make_workload(model, fake_seq, fake_target, kind, dtype)
+        workload = make_workload(model, fake_seq, fake_target, kind, dtype, loss=loss)
     return workload, mode
 
 

@@ -47,6 +47,7 @@ class TimingResult:
     p20_ms: float
     p80_ms: float
     min_ms: float
+    p99_ms: float
     repeats: int
     warmup: int
     threads: int
@@ -76,6 +77,7 @@ def _summarise(
         p20_ms=percentile(s, 20),
         p80_ms=percentile(s, 80),
         min_ms=s[0],
+        p99_ms=percentile(s, 99),
         repeats=len(s),
         warmup=warmup,
         threads=torch.get_num_threads(),

@@ -77,11 +77,11 @@ NUMERIC = GRID + (
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "cuda_peak_alloc_mib", "cuda_peak_reserved_mib",
     "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter", "fwd_flops_analytic",
     "step_flops_analytic", "scan_flops_analytic", "threads", "achieved_tflops", "peak_tflops", "mfu",
-    "compile_time_s", "graph_breaks")
+    "compile_time_s", "graph_breaks", "state_bytes_per_user", "time_p99_ms")
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
            "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason", "prediction",
-           "compile_backend")
+           "compile_backend", "loss", "stream_mode")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred

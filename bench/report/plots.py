@@ -115,9 +115,10 @@ class ResultsCSVError(UsageError, ValueError):
 ADDED_LATER = ("attention_ops", "flopcounter_device", "scan_flops_analytic", "flops_analytic_reason",
                "fvcore_reason", "perf_env_json", "official_substitutions", "flops_counted", "achieved_tflops",
                "peak_tflops", "peak_source", "mfu", "tracked_categories_json", "prediction", "compile_backend",
-               "compile_time_s", "graph_breaks", "tracked_reason")
+               "compile_time_s", "graph_breaks", "tracked_reason", "loss", "stream_mode", "state_bytes_per_user",
+               "time_p99_ms")
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_LATER)
-WORKLOADS = ("train", "infer")
+WORKLOADS = ("train", "infer", "stream")
 GRID_COLUMNS = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")  # positive integers
 # measurements: empty (not measured; status/reason say why) or a finite number >= 0
 MEASURED_COLUMNS = (
@@ -125,7 +126,7 @@ MEASURED_COLUMNS = (
     "time_min_ms", "tracked_peak_bytes", "tracked_peak_mib", "tracked_activation_bytes", "cuda_peak_alloc_mib",
     "cuda_peak_reserved_mib", "fwd_flops_fvcore", "fwd_flops_flopcounter", "step_flops_flopcounter",
     "fwd_flops_analytic", "step_flops_analytic", "scan_flops_analytic", "achieved_tflops", "peak_tflops", "mfu",
-    "compile_time_s", "graph_breaks",
+    "compile_time_s", "graph_breaks", "state_bytes_per_user", "time_p99_ms",
     # settings that are numbers
     "time_repeats", "time_warmup", "threads", "mem_limit_gib", "time_limit_s", "seed",
 )

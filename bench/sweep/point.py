@@ -70,6 +70,8 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "config_json": json.dumps(vars(config), sort_keys=True),
         "prediction": prediction_method(point.device) if point.predict else "",
         "compile_backend": point.compile,
+        "loss": point.loss if point.workload == "train" else "",
+        "stream_mode": model_class.stream_mode if point.workload == "stream" else "",
     }
 
 
@@ -87,7 +89,7 @@ def flopcounter_counts(point: Point, device: str) -> tuple[int, int]:
     from bench.measure.flops import flopcounter_forward_and_step_flops
 
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device, "fp32")
+                       point.seed, device, "fp32", loss=point.loss or "ce")
     return flopcounter_forward_and_step_flops(w.step)
 
 
@@ -124,18 +126,26 @@ def count_with_flopcounter(point: Point) -> tuple[int, int, str]:
 def analytic_flops(point: Point, model, row: dict) -> None:
     """The analytic FLOP cells (each model's formula), or the reason they stay empty."""
     import models
+    from models.losses import parse_loss
 
     reason = models.no_analytic_reason(type(model))
-    train = point.workload == "train"
+    B, L = point.batch_size, point.seq_len
     if reason:  # no formula (an official twin, a plugin without cost methods): empty cells and why
         row["flops_analytic_reason"] = reason
+    elif point.workload == "stream":  # one event: models/base.py stream_flops, by the model's stream_mode
+        row["fwd_flops_analytic"] = row["step_flops_analytic"] = model.stream_flops(B, L)
+        row["scan_flops_analytic"] = model.stream_scan_flops(B, L)
+    elif point.workload == "train":
+        # the loss replaces the full-catalogue output product by its own (models/losses.py), in the
+        # forward and, 3x as every product, in the step; the auxiliary branch runs in a train forward
+        c = model.config
+        swap = parse_loss(point.loss).output_flops(B, c.d_model, c.n_items) - 2 * B * c.d_model * c.n_items
+        row["fwd_flops_analytic"] = model.forward_flops(B, L) + model.auxiliary_flops(B, L) + swap
+        row["step_flops_analytic"] = model.step_flops(B, L) + 3 * swap
+        row["scan_flops_analytic"] = 3 * model.scan_flops(B, L)  # recurrence backward taken as 2 x forward
     else:
-        fwd = model.forward_flops(point.batch_size, point.seq_len)
-        # a train step's forward also runs the auxiliary loss's branch (models/base.py: auxiliary_flops)
-        row["fwd_flops_analytic"] = fwd + (model.auxiliary_flops(point.batch_size, point.seq_len) if train else 0)
-        row["step_flops_analytic"] = model.step_flops(point.batch_size, point.seq_len) if train else fwd
-        scan = model.scan_flops(point.batch_size, point.seq_len)
-        row["scan_flops_analytic"] = 3 * scan if train else scan  # recurrence backward taken as 2 x forward
+        row["fwd_flops_analytic"] = row["step_flops_analytic"] = model.forward_flops(B, L)
+        row["scan_flops_analytic"] = model.scan_flops(B, L)
 
 
 def fill_tracked_peak(row: dict, peak) -> None:
@@ -192,8 +202,9 @@ def measure(point: Point, row: dict, nvml_baseline: int | None = None) -> None:
 
     device = torch.device(point.device)
     w = build_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                       point.seed, device, point.dtype, point.compile)
+                       point.seed, device, point.dtype, point.compile, point.loss or "ce")
     row["params_total"], row["params_trainable"] = w.model.num_params()
+    row["state_bytes_per_user"] = w.state_bytes_per_user
     analytic_flops(point, w.model, row)
 
     if point.flops:  # on eager copies: a compiled graph computes the same products
@@ -223,7 +234,8 @@ def measure(point: Point, row: dict, nvml_baseline: int | None = None) -> None:
     timing = measure_time(w.step, device=device, warmup=point.warmup, repeats=point.repeats)
     row.update(time_median_ms=round(timing.median_ms, 4), time_iqr_ms=round(timing.iqr_ms, 4),
                time_p20_ms=round(timing.p20_ms, 4), time_p80_ms=round(timing.p80_ms, 4),
-               time_min_ms=round(timing.min_ms, 4), time_repeats=timing.repeats,
+               time_min_ms=round(timing.min_ms, 4), time_p99_ms=round(timing.p99_ms, 4),
+               time_repeats=timing.repeats,
                time_warmup=timing.warmup, timer=timing.timer, threads=timing.threads)
     step_flops = row.get("step_flops_flopcounter") or row.get("step_flops_analytic")
     achieved, mfu = utilisation(step_flops, timing.median_ms, point.peak_tflops)
@@ -276,8 +288,9 @@ def _predict(point: Point, row: dict) -> None:
 
     cuda = point.device.startswith("cuda")
     w, mode = fake_workload(point.model, point.model_config(), point.workload, point.batch_size,
-                            point.seed, point.dtype)
+                            point.seed, point.dtype, point.loss or "ce")
     row["params_total"], row["params_trainable"] = w.model.num_params()
+    row["state_bytes_per_user"] = w.state_bytes_per_user
     analytic_flops(point, w.model, row)
     if point.flops:
         row["fvcore_reason"] = "not run when predicting: fvcore traces a real forward"

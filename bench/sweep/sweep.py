@@ -9,6 +9,8 @@ Examples:
   python -m bench.sweep --axis seqlen --values 200,1000 --batch-size 64 --layers 4 --heads 4 --models recgrela,official/recgrela
   python -m bench.sweep --axis layers --preset paper --predict --device cuda   # predicted, no GPU needed
   python -m bench.sweep --axis seqlen --models sasrec,recgrela --compile --dtype bf16
+  python -m bench.sweep --axis seqlen --preset long --workload stream --batch-size 1   # one new event per user
+  python -m bench.sweep --axis items --models recgrela,sasrec --loss ce,sampled:128   # catalogue 1e3..1e6
   python -m bench.sweep --axis seqlen --dry-run             # print the grid and stop
   python -m bench.sweep --axis seqlen --out reports/my-run --resume   # continue a killed run
 
@@ -20,6 +22,14 @@ OUT/results.csv as each point ends; a killed sweep keeps every finished row and 
 them. Out-of-memory, timeouts and errors become rows with that status and the sweep goes on.
 `official/NAME` measures the official code of NAME (its twin, bench.adapters.official) the same way.
 The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
+
+Workloads: `train` (forward, loss, backward, Adam), `infer` (forward and full-catalogue scores) and
+`stream` (one user's new event and the full-catalogue scores, with the key/value cache or recurrent
+state the model may keep; models that cannot keep one recompute the window: `stream_mode`,
+`state_bytes_per_user` in every row; bench/workload.py). `--loss` sets the train objective: `ce`
+(softmax over the whole catalogue, the paper's), `sampled:K` (sampled softmax over K uniform
+negatives, log-Q corrected) or `bce:K` (binary CE against K negatives, the original SASRec's);
+a comma list measures each. `--axis items` sweeps the catalogue size (values such as 1e3,1e6).
 
 `--predict` runs nothing: each point's step is run under fake tensors (bench.measure.predict), which
 gives its exact tracked peak memory (by category) and FlopCounterMode's FLOPs in seconds at any
@@ -44,7 +54,7 @@ from filelock import FileLock, Timeout
 
 from bench import cli, results
 from bench.cli import UsageError, clock, non_negative_int, positive_float, positive_int
-from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_model_specs, parse_values
+from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_losses, parse_model_specs, parse_values
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,8 +70,13 @@ def parser() -> argparse.ArgumentParser:
                    help="comma list of NAME[:key=value[:key=value]]: a built-in name, official/NAME, "
                         "recbole/ClassName, an installed plugin's name or a dotted path to your class "
                         "(default: %(default)s)")
-    p.add_argument("--workload", choices=("train", "infer", "both"), default="train",
-                   help="train = forward + loss + backward + Adam step; infer = forward + scores")
+    p.add_argument("--workload", type=workloads, default=("train",), metavar="train|infer|stream|both",
+                   help="a comma list of train (forward + loss + backward + Adam step), infer (forward + "
+                   "scores), stream (one new event + scores, with the cache or state the model keeps); "
+                   "both = train,infer (default: train)")
+    p.add_argument("--loss", type=losses, default=("ce",), metavar="ce|sampled:K|bce:K",
+                   help="the train step's objective, a comma list to measure several: ce (full softmax, default), "
+                   "sampled:K (sampled softmax, K uniform negatives, log-Q correction), bce:K (binary CE, K negatives)")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seq-len", type=positive_int)
     p.add_argument("--layers", type=positive_int)
@@ -95,6 +110,30 @@ def parser() -> argparse.ArgumentParser:
 COMPILE_BACKENDS = ("inductor", "aot_eager", "eager")  # torch.compile backends (bench.workload.make_workload)
 
 
+def workloads(text: str) -> tuple[str, ...]:
+    """`--workload`: a comma list of train, infer, stream (`both` = train,infer), each once."""
+    chosen = []
+    for item in text.split(","):
+        item = item.strip()
+        names = ("train", "infer") if item == "both" else (item,)
+        for name in names:
+            if name not in WORKLOADS:
+                raise argparse.ArgumentTypeError(f"{item!r} is not a workload; use a comma list of "
+                                                 f"{', '.join(WORKLOADS)} (or both = train,infer)")
+            if name in chosen:
+                raise argparse.ArgumentTypeError(f"{text!r} lists {name} twice; each point is measured once")
+            chosen.append(name)
+    return tuple(chosen)
+
+
+def losses(text: str) -> tuple[str, ...]:
+    """`--loss`: bench.grid.parse_losses as an argparse type."""
+    try:
+        return parse_losses(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--loss ")) from None
+
+
 def resolve_device(choice: str, predict: bool = False) -> str:
     """`--device`: auto picks CUDA when torch sees it; cuda without a CUDA device is refused,
     except when predicting (nothing runs on the target)."""
@@ -120,6 +159,9 @@ SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeat
 def plan(args: argparse.Namespace):
     """Validate everything and build the grid; raises UsageError before anything is written."""
     device = resolve_device(args.device, args.predict)
+    if "train" not in args.workload and args.loss != ("ce",):
+        raise UsageError(f"--loss {','.join(args.loss)} sets the train objective, but --workload "
+                         f"{','.join(args.workload)} measures no train step (infer and stream score the whole catalogue)")
     if args.predict:
         given = [flag for flag, value in (("--compile", args.compile), ("--warmup", args.warmup is not None),
                                           ("--repeats", args.repeats is not None)) if value]
@@ -136,7 +178,7 @@ def plan(args: argparse.Namespace):
         ("n_heads", args.heads), ("d_model", args.d_model), ("n_items", args.n_items)) if value}
     if AXES[args.axis] in fixed:
         flag = {"batch_size": "--batch-size", "seq_len": "--seq-len", "n_layers": "--layers", "n_heads": "--heads",
-                "d_model": "--d-model"}[AXES[args.axis]]
+                "d_model": "--d-model", "n_items": "--n-items"}[AXES[args.axis]]
         raise UsageError(f"{flag} fixes the swept axis {args.axis}; give its values with --values")
     if args.mem_limit_gib is not None and args.mem_limit_gib < MIN_MEM_LIMIT_GIB:
         raise UsageError(f"--mem-limit-gib {args.mem_limit_gib:g} is below {MIN_MEM_LIMIT_GIB:g} GiB, "
@@ -145,7 +187,7 @@ def plan(args: argparse.Namespace):
 
     request = GridRequest(
         axis=args.axis, preset=preset, specs=specs,
-        workloads=WORKLOADS if args.workload == "both" else (args.workload,),
+        workloads=args.workload, losses=args.loss,
         values=values, fixed=fixed, device=device, threads=args.threads, warmup=args.warmup,
         repeats=args.repeats, time_limit_s=args.time_limit,
         mem_limit_gib=args.mem_limit_gib if args.mem_limit_gib else default_mem_limit_gib(device),
@@ -228,7 +270,17 @@ def check_resume_settings(rows: list[dict], points: list, csv_path: Path) -> Non
     settings. Empty cells (a file from before the column existed) are not compared."""
     if not rows or not points:
         return
-    expected = expected_settings(points[0])
+    first = {}  # workload -> its first point (a stream point times more repeats than a train one)
+    for point in points:
+        first.setdefault(point.workload, point)
+    for workload, point in first.items():
+        _check_settings([row for row in rows if row.get("workload") == workload], point, csv_path)
+
+
+def _check_settings(rows: list[dict], point, csv_path: Path) -> None:
+    if not rows:
+        return
+    expected = expected_settings(point)
     for column in results.SETTINGS_COLUMNS + results.LIMIT_COLUMNS:
         found = sorted({row[column] for row in rows if row.get(column, "") != ""})
         if column == "threads" and expected[column] == "":  # torch's default could not be asked
@@ -241,7 +293,8 @@ def check_resume_settings(rows: list[dict], points: list, csv_path: Path) -> Non
 
 
 def describe(point) -> str:
-    return f"{point.spec.label} {point.workload} {point.axis}={getattr(point, point.axis)}"
+    loss = f" ({point.loss})" if point.workload == "train" and point.loss != "ce" else ""
+    return f"{point.spec.label} {point.workload}{loss} {point.axis}={getattr(point, point.axis)}"
 
 
 def summary(row: dict) -> str:
@@ -394,7 +447,7 @@ def _key_row(point) -> dict:
     return {"model": point.model, "variant": point.spec.variant, "workload": point.workload,
             "seq_len": point.seq_len, "batch_size": point.batch_size, "n_layers": point.n_layers,
             "n_heads": point.n_heads, "d_model": point.d_model, "n_items": point.n_items,
-            "device": point.device.split(":")[0]}
+            "device": point.device.split(":")[0], "loss": point.loss if point.workload == "train" else ""}
 
 
 def main(argv: list[str] | None = None) -> int:

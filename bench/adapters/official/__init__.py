@@ -329,6 +329,7 @@ class OfficialTwin(SequentialRecommender):
     official_name: str = ""
     official_substitutions: str = ""
     analytic_flops_reason = "no analytic formula for official code (fvcore and FlopCounterMode count it)"
+    objectives = ("ce",)  # the official calculate_loss is the loss; --loss sampled/bce would not be the official code's
 
     def __init__(self, config: SeqRecConfig):
         nn.Module.__init__(self)
@@ -383,7 +384,11 @@ class OfficialTwin(SequentialRecommender):
     def full_scores(self, item_seq: torch.Tensor, hidden=None) -> torch.Tensor:
         return self(item_seq, entry="scores")
 
-    def loss(self, item_seq: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, item_seq: torch.Tensor, target: torch.Tensor, objective=None) -> torch.Tensor:
+        """The official calculate_loss (its own loss type); `objective`, if given, must be ce
+        (`objectives`: the grid refuses any other for a twin)."""
+        if objective is not None and objective.name not in self.objectives:
+            raise ValueError(f"{type(self).__name__} trains with the official loss only, not {objective.spec}")
         return self(item_seq, target, entry="loss")
 
     def forward_flops(self, batch_size: int, seq_len: int):
