@@ -68,7 +68,8 @@ from bench.report.plots import (
     save_figure,
     span_is_log,
 )
-from bench.results import KEY_COLUMNS, SHAPE_COLUMNS, spec_label
+from bench.results import KEY_COLUMNS, SHAPE_COLUMNS, row_loss, spec_label
+from models.losses import parse_loss
 
 DPI = 120
 GRID = SHAPE_COLUMNS
@@ -855,6 +856,151 @@ def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path
     return figure
 
 
+# ------------------------------------------------------------------------------------ production costs
+
+DOMINANT_SHARE = 0.5  # the catalogue "dominates" a step from the size where its share passes this
+
+
+def _loglog_panel(ax, rows: pd.DataFrame, y: str, colours: dict, title: str, ylabel: str,
+                  slopes: dict, x: str = "seq_len", band: tuple | None = None) -> None:
+    """One log-log panel of `y` against `x`, a line per `_label`, its fitted slope in the legend."""
+    _draw_lines(ax, rows, x, y, colours, band=band, loglog=True, ylabel=ylabel)
+    ax.set_title(title, fontsize=10)
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        below = len(labels) > SLOPE_LEGEND_INSIDE_MAX
+        under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
+        placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
+                     if below else dict(loc="upper left"))
+        ax.legend(handles, [f"{label}: slope {slopes.get(label, math.nan):.2f}" for label in labels],
+                  fontsize=7, frameon=False, **placement)
+
+
+def stream_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """The stream workload over L: time per event and state bytes per user, log-log, crossovers."""
+    figure = Figure("stream_cost", "Streaming one new event: time per event and state kept per user vs L",
+                    "Stream rows swept over L, log-log: the time of one new event and its full-catalogue "
+                    "scores (median, p20..p80 band), and the bytes each model keeps per user between events "
+                    "(K/V cache, recurrent state; recomputing models keep none and are listed in the table); "
+                    "the table holds each line's slopes and the length from which it is faster per event "
+                    "than each cache (attention) model.")
+    rows = results[(results["workload"] == "stream") & (results["axis"] == "seq_len")]
+    if rows.empty or rows.groupby("_label")["seq_len"].nunique().max() < 2:
+        figure.missing = ("no stream rows swept over two or more lengths "
+                          "(`python -m bench.sweep --axis seqlen --preset long --workload stream --batch-size 1`)")
+        return figure
+    rows, note = coherent(rows, free=("seq_len",))
+    if note:
+        figure.notes.append(note)
+    rows = separate_settings(figure, rows)
+    figure.runs = sorted(set(rows["_run"]))
+    modes = {label: (part["stream_mode"].iloc[-1] or "not recorded") for label, part in rows.groupby("_label")}
+    caches = sorted(label for label, mode in modes.items() if mode == "cache")
+    records = []
+    for label, part in rows.groupby("_label"):
+        ok = part[part["status"] == "ok"].sort_values("seq_len")
+        kept = ok["state_bytes_per_user"].dropna()
+        record = {"line": label, "stream_mode": modes[label], "from": int(part["seq_len"].min()),
+                  "to": int(part["seq_len"].max()), "points_ok": len(ok),
+                  "time_slope": round(_fitted_slope(ok, "time_median_ms"), 3),
+                  "state_bytes_slope": round(_fitted_slope(ok, "state_bytes_per_user"), 3) if (kept > 0).all()
+                  and len(kept) > 1 else math.nan,
+                  "state_bytes_per_user_at_max_L": int(kept.iloc[-1]) if len(kept) else math.nan,
+                  "time_ms_at_max_L": float(ok["time_median_ms"].iloc[-1]) if len(ok) else math.nan,
+                  "time_p99_ms_at_max_L": float(ok["time_p99_ms"].iloc[-1]) if len(ok) else math.nan,
+                  "failed_at": ", ".join(f"{int(r.seq_len)} ({r.status})" for r in part.itertuples() if r.status != "ok")}
+        for ref in caches:
+            if label == ref:
+                record[f"faster than {ref} from L"] = ""
+                continue
+            base = rows[rows["_label"] == ref].set_index("seq_len")
+            mine = part.set_index("seq_len")
+            lengths = sorted(set(mine.index[mine["status"] == "ok"]) & set(base.index))
+            ratio, failed = [], []
+            for L in lengths:
+                ref_row = base.loc[[L]].iloc[-1]
+                failed.append(ref_row["status"] != "ok")
+                ratio.append(math.nan if failed[-1] else
+                             float(mine.loc[[L]].iloc[-1]["time_median_ms"]) / float(ref_row["time_median_ms"]))
+            record[f"faster than {ref} from L"] = crossover(lengths, ratio, failed)[1]
+        records.append(record)
+    if not caches:
+        figure.notes.append("no cache (attention) model among the stream rows, so no crossover lengths")
+    figure.table = pd.DataFrame(records)
+    kept_rows = rows[rows["state_bytes_per_user"] > 0]
+    fig, (ax_time, ax_state) = plt.subplots(1, 2, figsize=(11, 4.2 + 0.14 * (-(-len(modes) // 2))))
+    _loglog_panel(ax_time, rows, "time_median_ms", colours, "time per event",
+                  "time per event (ms, median); p20..p80", {r["line"]: r["time_slope"] for r in records},
+                  band=("time_p20_ms", "time_p80_ms"))
+    if kept_rows.empty:
+        _note_on(ax_state, "no model keeps a state (all recompute)")
+        ax_state.set_xticks([])
+        ax_state.set_yticks([])
+    else:
+        _loglog_panel(ax_state, kept_rows, "state_bytes_per_user", colours, "state kept per user",
+                      "bytes per user between events", {r["line"]: r["state_bytes_slope"] for r in records})
+    recompute = sorted(label for label, mode in modes.items() if mode == "recompute")
+    if recompute:
+        ax_state.text(0.98, 0.02, "keep nothing (recompute the window):\n" + "\n".join(recompute),
+                      transform=ax_state.transAxes, ha="right", va="bottom", fontsize=7, color="dimgray")
+    fig.suptitle(f"{figure.title}\n{environment(rows)}", fontsize=10)
+    fig.tight_layout()
+    figure.png = save_figure(fig, out_dir / f"{figure.key}.png")
+    return figure
+
+
+def catalogue_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
+    """Train rows swept over the catalogue size N: step time and peak memory per (line, loss)."""
+    figure = Figure("catalogue_cost", "The catalogue as an axis: train step time and peak memory vs N",
+                    "Train rows swept over the number of items N (log-log), one line per model and loss; the "
+                    "table holds, per N, the share of the step's FLOPs in the loss's scoring products "
+                    "(exact, analytic) and the share of step time the catalogue adds over the smallest N "
+                    "measured, and the N from which each passes one half.")
+    rows = results[(results["workload"] == "train") & (results["axis"] == "n_items")]
+    if rows.empty or rows.groupby("_label")["n_items"].nunique().max() < 2:
+        figure.missing = ("no train rows swept over two or more catalogue sizes "
+                          "(`python -m bench.sweep --axis items --models recgrela,sasrec --loss ce,sampled:128`)")
+        return figure
+    rows, note = coherent(rows, free=("n_items",))
+    if note:
+        figure.notes.append(note)
+    rows = separate_settings(figure, rows)
+    figure.runs = sorted(set(rows["_run"]))
+    mem = memory_column(rows)
+    records = []
+    for label, part in rows.groupby("_label"):
+        ok = part[part["status"] == "ok"].sort_values("n_items")
+        if ok.empty:
+            continue
+        smallest = ok.iloc[0]
+        for r in ok.itertuples():
+            loss = parse_loss(row_loss({"loss": r.loss, "workload": "train"}))
+            scoring = 3 * loss.output_flops(int(r.batch_size), int(r.d_model), int(r.n_items))
+            step = r.step_flops_analytic
+            records.append({"line": label, "loss": loss.spec, "n_items": int(r.n_items),
+                            "time_median_ms": r.time_median_ms, mem: getattr(r, mem),
+                            "loss_flop_share": round(scoring / step, 4) if step and step > 0 else math.nan,
+                            "catalogue_time_share": round(1 - smallest.time_median_ms / r.time_median_ms, 4)})
+    table = pd.DataFrame(records)
+    for column in ("loss_flop_share", "catalogue_time_share"):
+        dominant = {}
+        for label, part in table.groupby("line"):
+            over = part[part[column] > DOMINANT_SHARE]["n_items"]
+            under = part[part[column] <= DOMINANT_SHARE]["n_items"]
+            later = over[over > (under.max() if len(under) else 0)]
+            dominant[label] = int(later.min()) if len(later) else math.nan
+        table[f"{column} > {DOMINANT_SHARE:g} from N"] = table["line"].map(dominant)
+    figure.table = table
+    slopes = {}
+    for label, part in rows[rows["status"] == "ok"].groupby("_label"):
+        values = part[["n_items", "time_median_ms", mem]].astype(float)
+        slopes[("train", "time", label)] = loglog_slope(values["n_items"].tolist(), values["time_median_ms"].tolist())
+        slopes[("train", "memory", label)] = loglog_slope(values["n_items"].tolist(), values[mem].tolist())
+    figure.png = _time_memory_panels([("train", rows, "n_items")], colours, figure.title,
+                                     out_dir / f"{figure.key}.png", loglog=True, slopes=slopes)
+    return figure
+
+
 # ------------------------------------------------------------------------------------ official twins
 
 OFFICIAL = "official/"  # model spec prefix of an official twin (bench.adapters): official/NAME
@@ -1219,8 +1365,8 @@ def predicted_vs_paper(results: pd.DataFrame, metrics, colours: dict, out_dir: P
 
 
 FIGURES = (fig3_memory_flops_ndcg, table3_recgrela_layers, fig6_layers_recgrela_sigma,
-           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog, ours_vs_official,
-           predicted_vs_paper)
+           fig7_seqlen_heads_recgrela_eulerformer, fig5_position_activation, long_seq_loglog, stream_cost,
+           catalogue_cost, ours_vs_official, predicted_vs_paper)
 
 
 def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: Path | None,

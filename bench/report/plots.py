@@ -58,17 +58,18 @@ from matplotlib.ticker import FuncFormatter, NullLocator
 
 from bench import cli
 from bench.cli import UsageError
-from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, atomic_output, spec_label
+from bench.results import COLUMNS, SETTINGS_COLUMNS, STATUSES, atomic_output, row_loss, spec_label
 
 __all__ = ["line_labels", "plot_sweep", "plot_results_csv", "read_results_csv", "main"]
 
-AXES: tuple[str, ...] = ("seq_len", "n_heads", "n_layers", "batch_size", "d_model")
+AXES: tuple[str, ...] = ("seq_len", "n_heads", "n_layers", "batch_size", "d_model", "n_items")
 METRICS: tuple[str, ...] = ("time", "memory")
 DPI = 120
 
 TIME_YLABEL = {
     "train": "train step time (ms, median)",
     "infer": "inference time (ms, median)",
+    "stream": "time per event (ms, median)",
 }
 MEM_YLABEL = {
     "cuda_peak_alloc_mib": "peak CUDA allocated (MiB)",
@@ -91,13 +92,14 @@ _NUMERIC = (
     "n_layers",
     "n_heads",
     "d_model",
+    "n_items",
     "time_median_ms",
     "time_p20_ms",
     "time_p80_ms",
     "tracked_peak_mib",
     "cuda_peak_alloc_mib",
 )
-_STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name")
+_STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "loss")
 
 
 # --------------------------------------------------------------------------- reading a results CSV
@@ -322,6 +324,13 @@ def line_labels(rows: pd.DataFrame, by: Sequence[str] = ("model", "variant", "wo
     line (empty: not split), both aligned with `rows.index`; one note per split line)."""
     labels = pd.Series([spec_label(m, v) for m, v in zip(rows["model"], rows["variant"])], index=rows.index,
                        dtype=object)
+    if "loss" in rows.columns:  # train rows of several objectives (--loss): one line per loss, named
+        losses = pd.Series([row_loss({"loss": loss, "workload": workload})
+                            for loss, workload in zip(rows["loss"], rows["workload"])], index=rows.index)
+        if losses.nunique() > 1:
+            labels = labels + " [" + losses + "]"
+            rows = rows.assign(_loss=losses)
+            by = (*by, "_loss")
     split_by = pd.Series([()] * len(rows), index=rows.index, dtype=object)
     notes = []
     present = [c for c in SETTINGS_COLUMNS if c in rows.columns]
