@@ -23,6 +23,14 @@ term); `forward` alone, as every inference path, never computes it. Cost: `forwa
 inference forward; the contrastive products (2 x [B, L, d/2] x [B, d/2, L] per phase tensor, q and
 k, 4 B L^2 d per layer) are `auxiliary_flops`, which the train step (`step_flops`) adds.
 
+Streaming (`stream_mode = "cache"`, SASRec's key/value cache, models/sasrec.py): every part of the
+transform is per slot, a function of that slot's own pair and its position t only (R[t] on the
+input, alpha[t] and the layer's delta, b on q and k), so a step transforms its one new slot at t
+exactly as the full forward does and caches the keys AFTER the transform (K~); nothing is kept
+beyond SASRec's cache, and the transform adds no matrix product, so `stream_flops` is SASRec's.
+Exact while the history fits max_len: past it the window slides and R, P and alpha all shift.
+The contrastive loss is training-only and has no part in a step.
+
 Deviations, declared: the contrastive loss is skipped at inference and when lamb = 0 (the official
 code computes it in every forward, unused in eval); alpha is broadcast, not repeated per batch;
 the phases Phi are taken from theta' directly instead of re-deriving them with atan2 from the
@@ -110,11 +118,12 @@ class EulerQK(nn.Module):
         if config.angle_params:  # the official layout [L, d/2, 2] (each angle twice), read through .data
             self.alpha = nn.Parameter(angles.alpha[:, :, None].repeat(1, 1, 2))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, aux_losses: list | None = None):
-        """(q~, k~); appends lamb (l(Q~) + l(K~)) to `aux_losses` when it is a list."""
-        L = q.shape[1]
+    def forward(self, q: torch.Tensor, k: torch.Tensor, aux_losses: list | None = None, start: int = 0):
+        """(q~, k~) of slots start..start+L-1 (a stream step transforms its one slot t); appends
+        lamb (l(Q~) + l(K~)) to `aux_losses` when it is a list."""
+        slots = slice(start, start + q.shape[1])
         # [L, d/2]
-        alpha = self.alpha[:L, :, 0].detach() if self.config.angle_params else self.angles.alpha[:L]
+        alpha = self.alpha[slots, :, 0].detach() if self.config.angle_params else self.angles.alpha[slots]
         q, q_phase = euler_transform(q, self.delta, alpha if self.bias is None else alpha + self.bias)
         k, k_phase = euler_transform(k, self.delta, alpha)
         if aux_losses is not None:
@@ -139,9 +148,9 @@ class EulerFormer(SASRec):
             self.angles = PositionAngles(config.max_len, config.d_model)
         return TransformerLayer(config, self.make_kernel(config), EulerQK(config, self.angles))
 
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        x = super().embed(item_seq)  # E[S] + P
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    def embed(self, item_seq: torch.Tensor, start: int = 0) -> torch.Tensor:
+        x = super().embed(item_seq, start)  # E[S] + P
+        positions = torch.arange(start, start + item_seq.shape[1], device=item_seq.device)
         return euler_transform(x, 1.0, self.input_phase(positions))[0]
 
     def forward_with_aux(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

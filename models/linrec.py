@@ -14,6 +14,10 @@ denominator, exactly as the official code.
 
 Deviation, declared: the official forward still builds RecBole's [B, 1, L, L] float mask and then
 ignores it; that pure O(L^2) cost is left out here (the outputs are unchanged).
+
+Streaming: `stream_mode = "recompute"` (not SASRec's "cache"): the attention is not causal (every
+slot's K^^T V sums all L slots, padding included), so no per-event cache is exact; each event reruns
+the whole forward over the window, `forward_flops(B, L)` per step.
 """
 from __future__ import annotations
 
@@ -53,6 +57,7 @@ class LinRecAttention(nn.Module):
 
 class LinRec(SASRec):
     causal = False  # global sums over all L slots, padding included
+    stream_mode = "recompute"  # not causal: every slot's output changes with each new event
     faithful_to = "Applied-Machine-Learning-Lab/LinRec@0a924d6 layers.py on RecBole SASRec"
     config_class = LinRecConfig
 

@@ -19,6 +19,18 @@ LinRec (models/linrec.py) reuses this whole backbone with another attention kern
 (models/eulerformer.py) adds a q, k transform; the wrapper itself (E[S] + P, LN, dropout, the
 layers, RecBole's init and the per-layer cost of projections and FFN) is `RecBoleTransformer`,
 which Elastic (models/elastic.py) shares.
+
+Streaming (`stream_mode = "cache"`, models/base.py): the state keeps every layer's keys and values of
+the past events, [B, h, capacity, d_h] each, preallocated by `stream_init`. A step embeds the one new
+event at slot t = length (E[i] + P[t], LN), and in each layer projects that slot's q, k, v, writes
+k, v into slot t of the cache in place, attends its one query over slots 0..t (no mask: all are real
+events), then W_O, residual, LN and FFN as the layer's forward (an inference path: no attention
+dropout). Cost per step: the forward of one slot (the four d x d projections and the FFN per layer,
+the output product) plus 4 B n d per layer for q K^T and A V over the n = t + 1 cached keys, O(L)
+per event (`stream_flops`); memory 2 n_layers B d capacity numbers. The cache is exact while the
+history fits max_len (the learned P has max_len rows and a step past it raises ValueError); past it
+the window slides, every absolute position shifts and the cache would have to be rebuilt. The
+reference is the full forward (`user_vector`, tests/test_stream.py, tests/test_stream_attention.py).
 """
 from __future__ import annotations
 
@@ -108,6 +120,23 @@ class MultiHeadAttention(nn.Module):
         context = merge_heads(self.kernel(q, k, v, mask))  # [B, L, d]
         return self.norm(h + self.dropout(self.dense(context)))
 
+    def stream_step(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:
+        """The block on one new slot t, h [B, 1, d], with softmax attention over the cached slots
+        0..t-1 and itself: writes its k, v into slot t of keys, values [B, h, capacity, d_h] (in
+        place; slots < t are read only) and returns the block's output [B, 1, d]."""
+        q, k = self.query(h), self.key(h)  # [B, 1, d]
+        if self.qk_transform is not None:
+            q, k = self.qk_transform(q, k, start=t)  # the transform of slot t
+        q, k = attention_heads(q, self.n_heads), attention_heads(k, self.n_heads)  # [B, h, 1, d_h]
+        v = attention_heads(self.value(h), self.n_heads)
+        keys[:, :, t:t + 1] = k  # cache slot t
+        values[:, :, t:t + 1] = v
+        K, V = keys[:, :, :t + 1], values[:, :, :t + 1]  # [B, h, t+1, d_h]
+        # a = softmax(q K^T / sqrt(d_h)) V: one query over every real slot, so no mask
+        scores = q @ K.transpose(-2, -1) / math.sqrt(q.shape[-1])  # [B, h, 1, t+1]
+        context = merge_heads(scores.softmax(dim=-1) @ V)  # [B, h, 1, d_h] -> [B, 1, d]
+        return self.norm(h + self.dropout(self.dense(context)))  # LN(h + a W_O + b_O)
+
 
 class TransformerLayer(nn.Module):
     """Post-LN: attention block, then RecBole's FeedForward (GELU, residual, LN)."""
@@ -120,6 +149,10 @@ class TransformerLayer(nn.Module):
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None, aux_losses: list | None = None) -> torch.Tensor:
         return self.ffn(self.attention(h, mask, aux_losses))
+
+    def stream_step(self, h: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, t: int) -> torch.Tensor:
+        """The layer on one new slot t (h [B, 1, d]) against its key/value cache: [B, 1, d]."""
+        return self.ffn(self.attention.stream_step(h, keys, values, t))
 
 
 class RecBoleTransformer(SequentialRecommender):
@@ -138,14 +171,15 @@ class RecBoleTransformer(SequentialRecommender):
     def make_layer(self, config) -> nn.Module:
         raise NotImplementedError
 
-    def embed(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """E[S] + P: item plus learnable absolute position, [B, L, d]."""
-        positions = torch.arange(item_seq.shape[1], device=item_seq.device)
+    def embed(self, item_seq: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """E[S] + P: item plus learnable absolute position, [B, L, d]; the L slots are positions
+        start..start+L-1 (a stream step embeds one slot at its position)."""
+        positions = torch.arange(start, start + item_seq.shape[1], device=item_seq.device)
         return self.item_embedding(item_seq) + self.position_embedding(positions)
 
-    def input_states(self, item_seq: torch.Tensor) -> torch.Tensor:
-        """H0 = Dropout(LN(E[S] + P)): [B, L, d]."""
-        return self.dropout(self.norm(self.embed(item_seq)))
+    def input_states(self, item_seq: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """H0 = Dropout(LN(E[S] + P)): [B, L, d] (positions from `start`)."""
+        return self.dropout(self.norm(self.embed(item_seq, start)))
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         projections = 8 * batch_size * seq_len * self.config.d_model ** 2  # W_Q, W_K, W_V, W_O
@@ -157,9 +191,12 @@ class RecBoleTransformer(SequentialRecommender):
 
 
 class SASRec(RecBoleTransformer):
-    """RecBole SASRec; subclasses swap the attention kernel via `make_kernel`."""
+    """RecBole SASRec; subclasses swap the attention kernel via `make_kernel`. Streams with a
+    key/value cache (the module docstring); a subclass whose kernel is not causal softmax
+    attention declares stream_mode "recompute", and then the stream methods are the base's."""
 
     causal = True
+    stream_mode = "cache"
     faithful_to = "RUCAIBox/RecBole@7b02be5 sasrec.py + layers.py (softmax attention)"
     config_class = SASRecConfig
 
@@ -189,3 +226,36 @@ class SASRec(RecBoleTransformer):
     def attention_flops(self, batch_size: int, seq_len: int) -> int:
         """Q K^T and A V over the full L x L (the kernels compute it whole; no causal halving)."""
         return 4 * batch_size * seq_len ** 2 * self.config.d_model
+
+    # --- streaming: a key/value cache per layer (the module docstring) --------------------------
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """No events yet: per layer, keys and values [B, h, capacity, d_h] of zeros."""
+        if self.stream_mode != "cache":
+            return super().stream_init(batch_size, capacity)
+        c, weight = self.config, self.item_embedding.weight
+        shape = (batch_size, c.n_heads, capacity, c.head_dim)
+        return {"length": 0,
+                "keys": [weight.new_zeros(shape) for _ in self.layers],
+                "values": [weight.new_zeros(shape) for _ in self.layers]}
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """Event `item` [B] at slot t = state["length"]: (u [B, d], the state of length t + 1,
+        sharing the cache buffers, whose slot t it has written)."""
+        if self.stream_mode != "cache":
+            return super().stream_step(state, item)
+        t, capacity = state["length"], state["keys"][0].shape[2]
+        if t >= capacity or t >= self.config.max_len:
+            raise ValueError(f"{type(self).__name__} stream: event {t + 1} does not fit (capacity {capacity}, "
+                             f"max_len {self.config.max_len} learned positions)")
+        h = self.input_states(item[:, None], start=t)  # H0 of slot t: LN(E[i] + P[t]), [B, 1, d]
+        for layer, keys, values in zip(self.layers, state["keys"], state["values"]):
+            h = layer.stream_step(h, keys, values, t)  # [B, 1, d]
+        return h[:, 0], {"length": t + 1, "keys": state["keys"], "values": state["values"]}
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """The forward of one slot (projections, FFN, extra, output product) with each layer's
+        attention of its one query over seq_len cached keys (q K^T and A V: 4 B seq_len d)."""
+        if self.stream_mode != "cache":
+            return super().stream_flops(batch_size, seq_len)
+        one_slot = self.forward_flops(batch_size, 1) - self.config.n_layers * self.attention_flops(batch_size, 1)
+        return one_slot + self.config.n_layers * 4 * batch_size * seq_len * self.config.d_model
