@@ -29,7 +29,7 @@ import torch
 import models
 from bench import cli
 from bench.cli import UsageError, non_negative_int, positive_int
-from bench.grid import ModelSpec, parse_model_spec
+from bench.grid import WORKLOADS, ModelSpec, parse_model_spec
 from bench.measure.device import device_name
 from bench.measure.memory import tracked_peak
 from bench.measure.timing import percentile, set_cpu_threads, time_call_ms
@@ -101,7 +101,7 @@ def parser() -> cli.OneLineParser:
     p = cli.parser("bench.ab", __doc__)
     p.add_argument("model_a", help="NAME[:key=value...], the reference side")
     p.add_argument("model_b", help="NAME[:key=value...], the side compared with A")
-    p.add_argument("--workload", choices=("train", "infer"), default="train")
+    p.add_argument("--workload", choices=WORKLOADS, default="train")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--seq-len", type=positive_int, default=200)
     p.add_argument("--layers", type=positive_int, default=2)

@@ -44,7 +44,7 @@ import torch
 
 from bench import cli
 from bench.cli import UsageError, non_negative_int, positive_int
-from bench.grid import PRESETS, parse_model_spec
+from bench.grid import PRESETS, WORKLOADS, parse_model_spec
 from bench.results import Shape
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -56,7 +56,7 @@ TOP_COLUMNS = ["rank", "op", "calls", "self_cpu_time_us", "cpu_time_total_us", "
 def parser() -> argparse.ArgumentParser:
     p = cli.parser("bench.profile", __doc__)
     p.add_argument("--model", required=True, help="NAME[:key=value[:key=value]], as in bench.sweep --models")
-    p.add_argument("--workload", choices=("train", "infer"), default="train")
+    p.add_argument("--workload", choices=WORKLOADS, default="train")
     p.add_argument("--preset", choices=sorted(PRESETS), help="shape defaults: paper on CUDA, quick otherwise")
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--seq-len", type=positive_int)
