@@ -25,6 +25,13 @@ vector at the last real slot, CE over the catalogue at that slot only. Deviation
   backward) rather than the official block-doubling with autograd through every level: same
   recurrence. `scan=ref` runs the step-by-step oracle `linear_scan_ref` instead (for comparison;
   `scan=sequential`, its former name, is an accepted alias).
+Streaming (`stream_mode = "state"`, models/base.py): the scan is causal and, under right padding,
+unpadded (no power-of-two pad, no mask), so slot t sees only h_{t-1}: a stream keeps per layer the
+complex state h [P = 2d], n_layers * 2P = 4 d n_layers real numbers per user (complex64, complex128
+for a float64 model), whatever the length. A step (`LRULayer.step`) embeds the new item
+(LN(Dropout(E[i]))), then per layer b = gamma (W_in x + b_in), h' = lambda h + b, the out
+projection, residual and LN, and the FFN, exactly as the forward at that slot: O(1) in L. Its
+products are the forward's at L = 1, so `stream_flops` is the base's forward_flops(B, 1).
 Kept as official: the complex64 in/out projections (complex128 once the model is cast to
 float64; their real-input and real-output halves are wasted work, as in the official code), the
 truncated-normal init (std 0.02, cut at +-0.04) of every weight and bias except the LayerNorms
@@ -82,13 +89,25 @@ class LRULayer(nn.Module):
         self.norm = nn.LayerNorm(d, eps=1e-5)
         self.scan = LINEAR_SCANS[config.scan]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def recurrence(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lambda [P] complex, gamma [P] real) from their logs."""
         nu_log, theta_log, gamma_log = self.params_log
-        lam = torch.exp(torch.complex(-nu_log.exp(), theta_log.exp()))  # [P]
-        b = gamma_log.exp() * self.in_proj(x.to(self.in_proj.weight.dtype))  # [B, L, P]
+        return torch.exp(torch.complex(-nu_log.exp(), theta_log.exp())), gamma_log.exp()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lam, gamma = self.recurrence()
+        b = gamma * self.in_proj(x.to(self.in_proj.weight.dtype))  # [B, L, P]
         h = self.scan(lam, b)  # [B, L, P], h_t = lambda h_{t-1} + b_t
         y = self.out_proj(h).real  # [B, L, d]
         return self.norm(self.dropout(y) + x)
+
+    def step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`forward` at one new slot from the state h_{t-1} [B, P] (complex): x [B, d] -> (out [B, d], h_t)."""
+        lam, gamma = self.recurrence()
+        b = gamma * self.in_proj(x.to(self.in_proj.weight.dtype))  # [B, P]
+        h = lam * h + b  # h_t = lambda h_{t-1} + b_t (a new tensor: the old state stays valid)
+        y = self.out_proj(h).real  # [B, d]
+        return self.norm(self.dropout(y) + x), h
 
 
 class LRUBlock(nn.Module):
@@ -124,6 +143,7 @@ def truncated_normal_init(model: nn.Module, std: float = 0.02) -> None:
 
 class LRURec(SequentialRecommender):
     causal = True
+    stream_mode = "state"  # the complex h of every layer (the module docstring)
     faithful_to = "yueqirex/LRURec@e02a559 model/lru.py (under the suite's right-padding protocol)"
     config_class = LRURecConfig
 
@@ -145,6 +165,21 @@ class LRURec(SequentialRecommender):
         for block in self.blocks:
             x = block(x)
         return x
+
+    # --- streaming: the complex state of every layer (the module docstring) ---
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """`batch_size` users with no events: h = 0 per layer, [B, P] complex (capacity unused)."""
+        weight = self.blocks[0].lru.in_proj.weight  # [P, d] complex: the state's dtype
+        return {"length": 0, "h": [weight.new_zeros((batch_size, weight.shape[0])) for _ in self.blocks]}
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
+        hs = []
+        for block, h in zip(self.blocks, state["h"]):
+            x, h = block.lru.step(x, h)
+            x = block.ffn(x)  # LRUBlock.forward at one slot
+            hs.append(h)
+        return x, {"length": state["length"] + 1, "h": hs}
 
     def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
         """u . E[i] + b_i (the official item bias) for every id, or for `items` [K] or [B, K]."""

@@ -29,6 +29,14 @@ recomputing chunks in backward, the memory class of the official CUDA kernel), "
 (`selective_scan_loop`, per-step loop with plain autograd) and "ref" (`selective_scan_ref`,
 written the way mamba_ssm's `selective_scan_ref` indexes time; an oracle and the slow baseline,
 never a default).
+Streaming (`stream_mode = "state"`, models/base.py): the block is causal (a causal conv and a forward
+scan), so a stream keeps per layer the SSM state h [D_in, N] and the conv window, the last k - 1
+conv inputs [D_in, k-1] (zeros at the start): n_layers * D_in * (N + d_conv - 1) numbers per user
+(h in float32, float64 for a float64 model, as the scans compute; the window in the model's
+dtype), whatever the length. A step (`MambaBlock.step`) runs the block on the one new slot:
+in_proj, `causal_conv1d_update`, SiLU, x_proj, delta, then `selective_state_update`
+(h' = exp(delta A) h + delta u B, y = C h' + D u), the z-gate and out_proj, then the layer's
+residual, LN and FFN as `RecBoleLayer.forward` applies them to that slot: O(1) in L.
 """
 from __future__ import annotations
 
@@ -41,7 +49,7 @@ import torch.nn.functional as F
 
 from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
 from .layers import CausalDepthwiseConv1d, gated
-from .ops import SELECTIVE_SCANS, scan_choice
+from .ops import SELECTIVE_SCANS, causal_conv1d_update, causal_conv1d_update_flops, scan_choice, selective_state_update
 
 # Product-class FLOPs (2 per multiply-add) each scan path runs per (batch, step, channel, state):
 # (forward, backward). The forward readout <C_t, h_t> is a product in every path; in backward the
@@ -123,6 +131,33 @@ class MambaBlock(nn.Module):
         y = self.scan(u, delta, A, B, C, self.D, **self.scan_kwargs)  # [B, L, D_in]
         return self.out_proj(gated(y, z, "silu"))  # y * SiLU(z), SiLU(z) recomputed in backward
 
+    def step_init(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream state before slot 0: (h [B, D_in, N] = 0 in the scans' compute dtype, conv
+        window [B, D_in, k-1] = 0 in the model's dtype)."""
+        weight = self.in_proj.weight
+        h = weight.new_zeros((batch_size, *self.A_log.shape), dtype=torch.promote_types(weight.dtype, torch.float32))
+        window = weight.new_zeros((batch_size, self.D.numel(), self.conv.kernel_size - 1))
+        return h, window
+
+    def step(self, x: torch.Tensor, h: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` at one new slot from the kept state: x [B, d], h [B, D_in, N], window
+        [B, D_in, k-1] -> (out [B, d], h', window'); h and window are not modified."""
+        u, z = self.in_proj(x).chunk(2, dim=-1)  # [B, D_in] each
+        u, window = causal_conv1d_update(u, window, self.conv.conv.weight, self.conv.conv.bias)
+        u = F.silu(u)
+        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
+        delta = F.softplus(self.dt_proj(dt))  # [B, D_in]
+        A = -torch.exp(self.A_log)  # [D_in, N]
+        y, h = selective_state_update(h, u, delta, A, B, C, self.D)  # h' = exp(delta A) h + delta u B; y = C h' + D u
+        return self.out_proj(y * F.silu(z)), h, window
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """Product FLOPs of `step` (any slot: `seq_len`, the events so far, is unused): `flops` at one
+        slot, but the conv computes its one output (`causal_conv1d_update`) where the sequence conv
+        at L = 1 computes k."""
+        conv = causal_conv1d_update_flops(batch_size, self.D.numel(), self.conv.kernel_size)
+        return self.flops(batch_size, 1) - self.conv.flops(batch_size, 1) + conv
+
     def flops(self, batch_size: int, seq_len: int) -> int:
         """Forward product FLOPs: projections, the causal conv and the scan readout."""
         D, d, tokens = self.D.numel(), self.out_proj.out_features, batch_size * seq_len
@@ -146,6 +181,7 @@ class Mamba4Rec(RecBoleStack):
     RecBoleLayers with the mixer's residual only from two layers on, as the official code."""
 
     causal = True
+    stream_mode = "state"  # h and the conv window per layer (the module docstring)
     faithful_to = "chengkai-liu/Mamba4Rec@44a0c84 mamba4rec.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = MambaConfig
     mixer_class: type[nn.Module] = MambaBlock
@@ -154,3 +190,31 @@ class Mamba4Rec(RecBoleStack):
         super().__init__(config, (RecBoleLayer(self.mixer_class(config), config.d_model, config.dropout,
                                                residual=config.n_layers > 1)
                                   for _ in range(config.n_layers)))
+
+    # --- streaming: per layer the SSM state and the conv window (the module docstring) ---
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """`batch_size` users with no events: h = 0 and a zero conv window per layer (capacity unused)."""
+        if self.stream_mode != "state":  # a subclass whose mixer is not causal (SIGMA) recomputes
+            return super().stream_init(batch_size, capacity)
+        h, conv = zip(*(layer.mixer.step_init(batch_size) for layer in self.layers))
+        return {"length": 0, "h": list(h), "conv": list(conv)}
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
+        hs, convs = [], []
+        for layer, h, conv in zip(self.layers, state["h"], state["conv"]):
+            y, h, conv = layer.mixer.step(x, h, conv)
+            y = layer.dropout(y)
+            x = layer.ffn(layer.norm(y + x if layer.residual else y))  # RecBoleLayer.forward at one slot
+            hs.append(h)
+            convs.append(conv)
+        return x, {"length": state["length"] + 1, "h": hs, "conv": convs}
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """forward_flops(B, 1) with each block's one-slot conv counted as the step runs it (2 B D_in k,
+        not the k outputs of the sequence conv at L = 1): `MambaBlock.stream_flops`."""
+        if self.stream_mode != "state":  # SIGMA: the whole forward over the window
+            return super().stream_flops(batch_size, seq_len)
+        block = self.layers[0].mixer
+        saved = block.flops(batch_size, 1) - block.stream_flops(batch_size, seq_len)
+        return self.forward_flops(batch_size, 1) - self.config.n_layers * saved

@@ -41,6 +41,17 @@ one and the user-vector slot gets the official value.
   zeros before slot 0 either way. B x L slots plus 1 x (L' - L).
 - "none" (a deviation, for ablation): no padding, h starts at 0 at slot 0; outputs change.
 
+Streaming (`stream_mode = "state"`, models/base.py). Slot t depends on the past through the scan
+state h_{t-1} and the conv's inputs at t-k+1..t-1 (zeros before slot 0, pad slots included: the
+pad is applied after the in-projection, so pad inputs are zeros), so a stream keeps per layer
+h [H] and the conv window [H, k-1]: n_layers * H * d_conv numbers per user, whatever the length.
+The pow2 pad makes h_{-1} the pad state of the window L (not 0): `stream_init(B, capacity)` starts
+h at the state after pow2_pad_len(capacity) zero pad slots ("full" and "state"; 0 for "none"), so
+the stream equals the forward over the history right-padded to `capacity` slots. A step
+(`GatedRecurrentLayer.step`) runs the GRL on the one new slot (in_proj, `causal_conv1d_update`,
+SiLU, gates, h' = a h + beta x, the SiLU(z) gate and out_proj), then the layer's residual, LN and
+FFN as `RecBoleLayer.forward` applies them to that slot: O(1) in L.
+
 Deviations from the official code, declared:
 - The scan is `models.ops.linear_scan` (a work-efficient odd-even log-depth scan, custom autograd
   Function whose forward and backward are both linear scans and which saves only the gates and
@@ -63,7 +74,7 @@ import torch.nn.functional as F
 
 from .base import RecBoleLayer, RecBoleStack, SeqRecConfig
 from .layers import CausalDepthwiseConv1d
-from .ops import LINEAR_SCAN_ALIASES, LINEAR_SCANS, scan_choice
+from .ops import LINEAR_SCAN_ALIASES, LINEAR_SCANS, causal_conv1d_update, causal_conv1d_update_flops, scan_choice
 
 POW2_PADS = ("full", "state", "none")
 
@@ -131,7 +142,10 @@ class GatedRecurrentLayer(nn.Module):
 
     def gated_input(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Conv branch x [B, T, H] -> (a, beta * x'), the scan's gates and inputs, each [B, T, H]."""
-        x = F.silu(self.conv(x))
+        return self.bd_lru_gates(F.silu(self.conv(x)))
+
+    def bd_lru_gates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The BD-LRU gates of the conv's output x [..., H]: (a, beta * x), each [..., H]."""
         r, iota = self.gates(x).chunk(2, dim=-1)
         a = torch.exp(-F.softplus(self.Lambda) * torch.sigmoid(r))  # a_t in (0, 1)
         beta = torch.sqrt(1 - a.pow(2) + 1e-8) * torch.sigmoid(iota)
@@ -156,6 +170,36 @@ class GatedRecurrentLayer(nn.Module):
         if n_pad and self.pow2_pad == "full":
             h = h[:, n_pad:]  # [B, L, H]
         return self.out_proj(F.silu(z) * h)
+
+    # --- streaming ---------------------------------------------------------------------------------
+    def step_init(self, batch_size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream state before slot 0 of a `window`-slot input: (h_{-1} [B, H], the conv window
+        [B, H, k-1]). The conv window is zeros (the pad slots' and pre-slot-0 inputs are zeros);
+        h_{-1} is the state after the pow2 pad slots of `window` (`pad_state`; 0 for "none" or a
+        power of two), which "full" and "state" both feed to slot 0."""
+        weight = self.in_proj.weight
+        H = self.Lambda.numel()
+        n_pad = pow2_pad_len(window) if self.pow2_pad != "none" else 0
+        h = weight.new_zeros((batch_size, H))
+        if n_pad:
+            h = self.pad_state(n_pad, h).repeat(batch_size, 1)  # [1, H], the same for every row
+        return h, weight.new_zeros((batch_size, H, self.conv.kernel_size - 1))
+
+    def step(self, X: torch.Tensor, h: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`forward` at one new slot from the kept state: X [B, d], h [B, H], window [B, H, k-1]
+        -> (out [B, d], h', window'); h and window are not modified."""
+        x, z = self.in_proj(X).chunk(2, dim=-1)  # [B, H] each
+        x, window = causal_conv1d_update(x, window, self.conv.conv.weight, self.conv.conv.bias)
+        a, bx = self.bd_lru_gates(F.silu(x))
+        h = a * h + bx  # h_t = a_t h_{t-1} + beta_t x_t
+        return self.out_proj(F.silu(z) * h), h, window
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """Product FLOPs of `step` (any slot: `seq_len`, the events so far, is unused): `flops` at one
+        slot (no pad slot at L = 1), but the conv computes its one output (`causal_conv1d_update`)
+        where the sequence conv at L = 1 computes k."""
+        conv = causal_conv1d_update_flops(batch_size, self.Lambda.numel(), self.conv.kernel_size)
+        return self.flops(batch_size, 1) - self.conv.flops(batch_size, 1) + conv
 
     # --- analytic cost ---------------------------------------------------------------------------
     def mixed_slots(self, batch_size: int, seq_len: int) -> list[tuple[int, int]]:
@@ -187,6 +231,7 @@ class GatedRecurrentLayer(nn.Module):
 
 class RecBLR(RecBoleStack):
     causal = True  # causal conv + forward scan; the pad slots precede slot 0 and hold no item
+    stream_mode = "state"  # h and the conv window per layer (the module docstring)
     faithful_to = "chengkai-liu/RecBLR@d01e5c9 RecBLR.py (RecBLR, RecurrentLayer, GatedRecurrentLayer)"
     config_class = RecBLRConfig
 
@@ -194,3 +239,29 @@ class RecBLR(RecBoleStack):
         super().__init__(config, (RecBoleLayer(GatedRecurrentLayer(config), config.d_model, config.dropout,
                                                ffn_activation="silu")
                                   for _ in range(config.n_layers)))
+
+    # --- streaming: per layer the recurrent state and the conv window (the module docstring) ---
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """`batch_size` users with no events, for a window of `capacity` slots: per layer h_{-1} (the
+        pow2 pad state of that window, see the module docstring) and a zero conv window. The state's
+        size does not depend on capacity; its start value does, as the forward's pad does on L."""
+        h, conv = zip(*(layer.mixer.step_init(batch_size, capacity) for layer in self.layers))
+        return {"length": 0, "h": list(h), "conv": list(conv)}
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
+        hs, convs = [], []
+        for layer, h, conv in zip(self.layers, state["h"], state["conv"]):
+            y, h, conv = layer.mixer.step(x, h, conv)
+            y = layer.dropout(y)
+            x = layer.ffn(layer.norm(y + x if layer.residual else y))  # RecBoleLayer.forward at one slot
+            hs.append(h)
+            convs.append(conv)
+        return x, {"length": state["length"] + 1, "h": hs, "conv": convs}
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """forward_flops(B, 1) with each layer's one-slot conv counted as the step runs it (2 B H k,
+        not the k outputs of the sequence conv at L = 1): `GatedRecurrentLayer.stream_flops`."""
+        grl = self.layers[0].mixer
+        saved = grl.flops(batch_size, 1) - grl.stream_flops(batch_size, seq_len)
+        return self.forward_flops(batch_size, 1) - self.config.n_layers * saved

@@ -181,6 +181,7 @@ class SIGMA(Mamba4Rec):
     """Mamba4Rec's wrapper (embedding, layers, residual rule, FFN) around the gated Mamba block."""
 
     causal = False  # the partial flip and the centred k = 3 conv read later slots
+    stream_mode = "recompute"  # not Mamba4Rec's "state": the last slot depends on every slot
     faithful_to = "ziwliu-cityu/SIMGA@018d73a model/gated_mamba.py + state-spaces/mamba v1.1.4 Mamba"
     config_class = SIGMAConfig
     mixer_class = GatedMambaBlock

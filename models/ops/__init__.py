@@ -10,6 +10,11 @@ others, so `ref` is always the step-by-step reference oracle.
 | selective scan (Mamba4Rec, EchoMamba4Rec, SIGMA) | chunked, loop, ref | selective_scan, _loop, _ref |
 | linear scan (LRURec, RecBLR) | parallel, ref | linear_scan, linear_scan_ref |
 
+One-step updates for streaming (models/base.py, "Streaming"), beside the op they step:
+`selective_scan.selective_state_update` (the selective scan at one slot, from the state h) and
+`causal_conv.causal_conv1d_update` (the causal depthwise conv of Mamba and RecBLR at one slot,
+from the window of its last k - 1 inputs). The linear scan's step is h = a h + b, written inline.
+
 `scan=sequential` is an accepted alias of the linear scan's `ref` (its former name, used by the
 committed reports/cpu-lrurec-scan-paths/command.txt); `scan_choice` turns it into `ref`.
 """
@@ -20,6 +25,8 @@ from collections.abc import Callable
 # the submodules under other names: `models.ops.selective_scan` must stay the module, not its function
 from . import linear_scan as _linear
 from . import selective_scan as _selective
+from .causal_conv import causal_conv1d_update, causal_conv1d_update_flops
+from .selective_scan import selective_state_update
 
 SELECTIVE_SCANS: dict[str, Callable] = {"chunked": _selective.selective_scan, "loop": _selective.selective_scan_loop,
                                         "ref": _selective.selective_scan_ref}
@@ -39,4 +46,5 @@ def scan_choice(value: str, scans: dict[str, Callable], aliases: dict[str, str] 
     raise ValueError(f"scan must be one of {list(scans)}{also}, got {value!r}")
 
 
-__all__ = ["LINEAR_SCANS", "LINEAR_SCAN_ALIASES", "SELECTIVE_SCANS", "scan_choice"]
+__all__ = ["LINEAR_SCANS", "LINEAR_SCAN_ALIASES", "SELECTIVE_SCANS", "causal_conv1d_update",
+           "causal_conv1d_update_flops", "scan_choice", "selective_state_update"]

@@ -44,6 +44,8 @@ Paths and their memory class (bytes of one [B, L, D_in, N] fp32 tensor := "1 ful
   tensors kept by autograd, and an O(L^2) backward: every indexed slice's gradient is a
   full-size zero tensor that is then accumulated (section 8 item 1). Kept that way on purpose:
   it is the baseline the benchmark compares against. Never use it in a model that is timed.
+- `selective_state_update` (one step, for streaming): h_t and y_t from h_{t-1} and slot t's
+  inputs, O(D_in N) whatever t; the loop oracle's time loop runs through it.
 
 The code here is written from the equations in the project docs; no code is copied from
 mamba_ssm (Apache-2.0), whose reference only fixed the oracle's structure.
@@ -53,7 +55,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-__all__ = ["selective_scan"]
+__all__ = ["selective_scan", "selective_state_update"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -368,10 +370,40 @@ def _loop_readout(u, delta, A, Bm, C) -> torch.Tensor:
     h = u.new_zeros((Bsz, D_in, A.shape[1]))  # h_{-1} = 0: [B, D_in, N]
     ys = []
     for u_t, d_t, B_t, C_t in zip(u.unbind(1), delta.unbind(1), Bm.unbind(1), C.unbind(1)):
-        dA = torch.exp(d_t.unsqueeze(-1) * A)  # [B, D_in, N]
-        h = dA * h + (d_t * u_t).unsqueeze(-1) * B_t.unsqueeze(1)  # h_t = dA_t h_{t-1} + dBu_t
-        ys.append(torch.bmm(h, C_t.unsqueeze(-1)).squeeze(-1))  # <C_t, h_t>: [B, D_in]
+        y_t, h = selective_state_update(h, u_t, d_t, A, B_t, C_t)  # <C_t, h_t>: [B, D_in]
+        ys.append(y_t)
     return torch.stack(ys, dim=1)  # [B, L, D_in]
+
+
+def selective_state_update(
+    h: torch.Tensor,
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    Bm: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the selective scan (mamba_ssm's ``selective_state_update``, without its fused
+    z-gate and dt bias): the recurrence of the module docstring at one slot t, from the state
+    h_{t-1}. Returns (y_t, h_t); h is not modified (a new state is returned, so a stream step can
+    run again and again from one state). `selective_scan_loop` runs its time loop through this.
+
+    h:     [B, D_in, N]  the state h_{t-1} (zeros before slot 0), in the compute dtype
+    u, delta: [B, D_in]; A: [D_in, N]; Bm, C: [B, N]; D: [D_in] or None
+    -> y_t [B, D_in] in u's dtype, h_t [B, D_in, N] in h's dtype.
+    The inputs are cast to h's dtype (float32, or float64), as the scans upcast theirs, so a
+    stream that keeps h in float32 sees the full forward's values. The readout <C_t, h_t> is one
+    bmm (2 B D_in N FLOPs, the product every scan path declares); the update is element-wise.
+    """
+    out_dtype, cdt = u.dtype, h.dtype
+    u, delta, A, Bm, C = (t.to(cdt) for t in (u, delta, A, Bm, C))
+    dA = torch.exp(delta.unsqueeze(-1) * A)  # dA_t = exp(delta_t A): [B, D_in, N]
+    h = dA * h + (delta * u).unsqueeze(-1) * Bm.unsqueeze(1)  # h_t = dA_t h_{t-1} + (delta_t u_t) B_t
+    y = torch.bmm(h, C.unsqueeze(-1)).squeeze(-1)  # <C_t, h_t>: [B, D_in]
+    if D is not None:
+        y = y + u * D.to(cdt)  # + D u_t
+    return y.to(out_dtype), h
 
 
 def selective_scan_ref(
