@@ -186,7 +186,9 @@ def make_workload(model: models.SequentialRecommender, item_seq: torch.Tensor, t
     model.eval()
     if kind == "stream" and model.stream_mode != "recompute":
         L = item_seq.shape[1]
-        with torch.inference_mode(), autocast():  # the L - 1 events already seen, before any clock
+        # the L - 1 events already seen, before any clock; under no_grad, not inference_mode, so the
+        # state's tensors are normal ones that a traced step (fvcore's, outside inference_mode) may write
+        with torch.no_grad(), autocast():
             _u, state = model.stream_prefill(item_seq[:, :-1], L)
         new_item = item_seq[:, -1].clone()  # [B]
         forward = StreamForward(model, state)
