@@ -364,6 +364,34 @@ class RecBoleStack(SequentialRecommender):
     def scan_flops(self, batch_size: int, seq_len: int) -> int:
         return self.config.n_layers * self.layers[0].scan_flops(batch_size, seq_len)
 
+    # streaming, for a subclass declaring stream_mode "state" whose mixers implement `step_init`,
+    # `step` and `stream_flops` (Mamba4Rec, RecBLR); the others keep the base's recompute
+    def stream_init(self, batch_size: int, capacity: int) -> dict:
+        """B users with no events: each layer's mixer state before slot 0 (`mixer.step_init`)."""
+        if self.stream_mode != "state":
+            return super().stream_init(batch_size, capacity)
+        return {"length": 0, "layers": [layer.mixer.step_init(batch_size, capacity) for layer in self.layers]}
+
+    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        if self.stream_mode != "state":
+            return super().stream_step(state, item)
+        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
+        kept = []
+        for layer, mixer_state in zip(self.layers, state["layers"]):
+            x, mixer_state = layer.step(x, mixer_state)
+            kept.append(mixer_state)
+        return x, {"length": state["length"] + 1, "layers": kept}
+
+    def stream_flops(self, batch_size: int, seq_len: int) -> int:
+        """"state": forward_flops(B, 1) with each mixer's one-slot products as its `step` runs them
+        (`mixer.stream_flops`; a causal conv computes one output, where the sequence conv at L = 1
+        computes k); otherwise the base's."""
+        if self.stream_mode != "state":
+            return super().stream_flops(batch_size, seq_len)
+        mixer = self.layers[0].mixer
+        saved = mixer.flops(batch_size, 1) - mixer.stream_flops(batch_size, seq_len)
+        return self.forward_flops(batch_size, 1) - self.config.n_layers * saved
+
 
 class RecBoleLayer(nn.Module):
     """One layer of those wrappers (Mamba4Rec's MambaLayer, SIGMA's SIGMALayers, RecBLR's
@@ -386,6 +414,13 @@ class RecBoleLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.dropout(self.mixer(x))
         return self.ffn(self.norm(y + x if self.residual else y))
+
+    def step(self, x: torch.Tensor, mixer_state: tuple) -> tuple[torch.Tensor, tuple]:
+        """`forward` at one new slot, x [B, d], from the mixer's kept state (`mixer.step(x, *state)
+        -> (y, *state')`): (the layer's output [B, d], the mixer's next state)."""
+        y, *kept = self.mixer.step(x, *mixer_state)
+        y = self.dropout(y)
+        return self.ffn(self.norm(y + x if self.residual else y)), tuple(kept)
 
     def flops(self, batch_size: int, seq_len: int) -> int:
         """Forward product FLOPs: the mixer and the FFN."""

@@ -131,9 +131,9 @@ class MambaBlock(nn.Module):
         y = self.scan(u, delta, A, B, C, self.D, **self.scan_kwargs)  # [B, L, D_in]
         return self.out_proj(gated(y, z, "silu"))  # y * SiLU(z), SiLU(z) recomputed in backward
 
-    def step_init(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def step_init(self, batch_size: int, capacity: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """The stream state before slot 0: (h [B, D_in, N] = 0 in the scans' compute dtype, conv
-        window [B, D_in, k-1] = 0 in the model's dtype)."""
+        window [B, D_in, k-1] = 0 in the model's dtype); `capacity` (the window) is unused."""
         weight = self.in_proj.weight
         h = weight.new_zeros((batch_size, *self.A_log.shape), dtype=torch.promote_types(weight.dtype, torch.float32))
         window = weight.new_zeros((batch_size, self.D.numel(), self.conv.kernel_size - 1))
@@ -191,30 +191,5 @@ class Mamba4Rec(RecBoleStack):
                                                residual=config.n_layers > 1)
                                   for _ in range(config.n_layers)))
 
-    # --- streaming: per layer the SSM state and the conv window (the module docstring) ---
-    def stream_init(self, batch_size: int, capacity: int) -> dict:
-        """`batch_size` users with no events: h = 0 and a zero conv window per layer (capacity unused)."""
-        if self.stream_mode != "state":  # a subclass whose mixer is not causal (SIGMA) recomputes
-            return super().stream_init(batch_size, capacity)
-        h, conv = zip(*(layer.mixer.step_init(batch_size) for layer in self.layers))
-        return {"length": 0, "h": list(h), "conv": list(conv)}
-
-    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
-        hs, convs = [], []
-        for layer, h, conv in zip(self.layers, state["h"], state["conv"]):
-            y, h, conv = layer.mixer.step(x, h, conv)
-            y = layer.dropout(y)
-            x = layer.ffn(layer.norm(y + x if layer.residual else y))  # RecBoleLayer.forward at one slot
-            hs.append(h)
-            convs.append(conv)
-        return x, {"length": state["length"] + 1, "h": hs, "conv": convs}
-
-    def stream_flops(self, batch_size: int, seq_len: int) -> int:
-        """forward_flops(B, 1) with each block's one-slot conv counted as the step runs it (2 B D_in k,
-        not the k outputs of the sequence conv at L = 1): `MambaBlock.stream_flops`."""
-        if self.stream_mode != "state":  # SIGMA: the whole forward over the window
-            return super().stream_flops(batch_size, seq_len)
-        block = self.layers[0].mixer
-        saved = block.flops(batch_size, 1) - block.stream_flops(batch_size, seq_len)
-        return self.forward_flops(batch_size, 1) - self.config.n_layers * saved
+    # streaming: RecBoleStack's stream_init / stream_step / stream_flops over this mixer's
+    # step_init / step / stream_flops (per layer the state and the conv window; the module docstring)

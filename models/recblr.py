@@ -172,14 +172,14 @@ class GatedRecurrentLayer(nn.Module):
         return self.out_proj(F.silu(z) * h)
 
     # --- streaming ---------------------------------------------------------------------------------
-    def step_init(self, batch_size: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The stream state before slot 0 of a `window`-slot input: (h_{-1} [B, H], the conv window
+    def step_init(self, batch_size: int, capacity: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The stream state before slot 0 of a `capacity`-slot window: (h_{-1} [B, H], the conv window
         [B, H, k-1]). The conv window is zeros (the pad slots' and pre-slot-0 inputs are zeros);
         h_{-1} is the state after the pow2 pad slots of `window` (`pad_state`; 0 for "none" or a
         power of two), which "full" and "state" both feed to slot 0."""
         weight = self.in_proj.weight
         H = self.Lambda.numel()
-        n_pad = pow2_pad_len(window) if self.pow2_pad != "none" else 0
+        n_pad = pow2_pad_len(capacity) if self.pow2_pad != "none" else 0
         h = weight.new_zeros((batch_size, H))
         if n_pad:
             h = self.pad_state(n_pad, h).repeat(batch_size, 1)  # [1, H], the same for every row
@@ -240,28 +240,5 @@ class RecBLR(RecBoleStack):
                                                ffn_activation="silu")
                                   for _ in range(config.n_layers)))
 
-    # --- streaming: per layer the recurrent state and the conv window (the module docstring) ---
-    def stream_init(self, batch_size: int, capacity: int) -> dict:
-        """`batch_size` users with no events, for a window of `capacity` slots: per layer h_{-1} (the
-        pow2 pad state of that window, see the module docstring) and a zero conv window. The state's
-        size does not depend on capacity; its start value does, as the forward's pad does on L."""
-        h, conv = zip(*(layer.mixer.step_init(batch_size, capacity) for layer in self.layers))
-        return {"length": 0, "h": list(h), "conv": list(conv)}
-
-    def stream_step(self, state: dict, item: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        x = self.norm(self.dropout(self.item_embedding(item)))  # X0 at the new slot: [B, d]
-        hs, convs = [], []
-        for layer, h, conv in zip(self.layers, state["h"], state["conv"]):
-            y, h, conv = layer.mixer.step(x, h, conv)
-            y = layer.dropout(y)
-            x = layer.ffn(layer.norm(y + x if layer.residual else y))  # RecBoleLayer.forward at one slot
-            hs.append(h)
-            convs.append(conv)
-        return x, {"length": state["length"] + 1, "h": hs, "conv": convs}
-
-    def stream_flops(self, batch_size: int, seq_len: int) -> int:
-        """forward_flops(B, 1) with each layer's one-slot conv counted as the step runs it (2 B H k,
-        not the k outputs of the sequence conv at L = 1): `GatedRecurrentLayer.stream_flops`."""
-        grl = self.layers[0].mixer
-        saved = grl.flops(batch_size, 1) - grl.stream_flops(batch_size, seq_len)
-        return self.forward_flops(batch_size, 1) - self.config.n_layers * saved
+    # streaming: RecBoleStack's stream_init / stream_step / stream_flops over this mixer's
+    # step_init / step / stream_flops (per layer the state and the conv window; the module docstring)

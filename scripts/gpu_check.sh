@@ -14,6 +14,9 @@
 #      tracked, allocator and NVML peaks: what the prediction misses on a real GPU;
 #   6. torch.compile (inductor) on two models at the paper point: compile time, and step time
 #      against step 2's eager rows;
+#   7. the stream workload (one new event, B=1, 2 layers, L = 1024 and 8192) for the ten models:
+#      the cache and state steps' CUDA paths, per-event time and p99, state bytes per user;
+#   8. the catalogue at 1e6 items, ce against sampled:128, RecGRELA and SASRec train (B=256, L=200);
 # then writes OUT/README.md with the tables read back from the CSVs. Nothing is guessed: a step
 # that could not run says so in the README.
 #
@@ -41,10 +44,14 @@ if [ -n "${GPU_CHECK_SMALL:-}" ]; then
   GRID=(--batch-size 2 --d-model 8 --heads 2 --n-items 50)
   SHAPE=("${GRID[@]}" --warmup 0 --repeats 1)
   LAYERS=1,2
+  STREAM=(--values 16,32 --d-model 8 --n-items 50 --repeats 5)
+  ITEMS=(--values 200 --batch-size 2 --seq-len 16 --d-model 8 --heads 2 --loss ce,sampled:8 --repeats 1)
 else
   GRID=(--preset paper)
   SHAPE=("${GRID[@]}" --warmup 2 --repeats 5)
   LAYERS=1,2,3,4,5,6
+  STREAM=(--values 1024,8192 --d-model 64 --repeats 100)
+  ITEMS=(--values 1000000 --batch-size 256 --seq-len 200 --d-model 64 --heads 2 --loss ce,sampled:128 --repeats 5)
 fi
 declare -A STATUS
 
@@ -74,6 +81,10 @@ step predicted "$PY" -m bench.sweep --axis seqlen --values 200 --device "$DEVICE
   --predict --out "$OUT/predicted"
 step compile "$PY" -m bench.sweep --axis seqlen --values 200 --device "$DEVICE" --models recgrela,sasrec --compile \
   "${SHAPE[@]}" --no-flops --out "$OUT/compile"
+step stream "$PY" -m bench.sweep --axis seqlen --workload stream --batch-size 1 --layers 2 --heads 2 --device "$DEVICE" \
+  --models "$MODELS" "${STREAM[@]}" --no-flops --out "$OUT/stream"
+step items "$PY" -m bench.sweep --axis items --models recgrela,sasrec --layers 2 --device "$DEVICE" "${ITEMS[@]}" \
+  --no-flops --out "$OUT/items"
 
 "$PY" - "$OUT" <<'PYEOF' >"$OUT/README.md" 2>"$OUT/logs/readme.log"
 import csv, os, sys
@@ -83,7 +94,7 @@ print(f"# GPU check: {os.path.basename(out)}\n\nMade by `bash scripts/gpu_check.
       "logs in logs/). Every figure is read from the CSVs beside this file.\n\n```\n" + steps + "```\n")
 cols = ["model", "variant", "workload", "n_layers", "dtype", "status", "time_median_ms", "tracked_peak_mib",
         "cuda_peak_alloc_mib", "cuda_peak_reserved_mib", "nvml_peak_used_mib", "nvml_status", "achieved_tflops", "mfu",
-        "compile_time_s", "graph_breaks",
+        "compile_time_s", "graph_breaks", "seq_len", "n_items", "loss", "stream_mode", "state_bytes_per_user", "time_p99_ms",
         "reason"]
 def read(part):
     path = os.path.join(out, part, "results.csv")
@@ -121,7 +132,7 @@ if measured and compiled:
             eager.get(r["model"], {}).get("time_median_ms", ""),
             ratio(r["time_median_ms"], eager.get(r["model"], {}).get("time_median_ms")),
             f"{r['status']} {r['reason'][:80]}"] for r in compiled])
-for part in ("paper-point", "table3", "bf16", "predicted", "compile"):
+for part in ("paper-point", "table3", "bf16", "predicted", "compile", "stream", "items"):
     path = os.path.join(out, part, "results.csv")
     print(f"## {part}\n")
     if not os.path.exists(path):

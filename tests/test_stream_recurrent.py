@@ -50,8 +50,10 @@ def test_causal_conv1d_update_steps_the_conv():
 
 def _floats_per_user(model) -> int:
     """Real numbers a stream state keeps per user (a complex number is two)."""
+    from models.base import state_tensors
+
     state = model.stream_init(1, SMALL["max_len"])
-    return sum(t.numel() * (2 if t.is_complex() else 1) for key in ("h", "conv") for t in state.get(key, []))
+    return sum(t.numel() * (2 if t.is_complex() else 1) for t in state_tensors(state))
 
 
 def test_state_size_formulas():
