@@ -989,7 +989,7 @@ def catalogue_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path)
             under = part[part[column] <= DOMINANT_SHARE]["n_items"]
             later = over[over > (under.max() if len(under) else 0)]
             dominant[label] = int(later.min()) if len(later) else math.nan
-        table[f"{column} > {DOMINANT_SHARE:g} from N"] = table["line"].map(dominant)
+        table[f"{column} > {DOMINANT_SHARE:g} from N"] = table["line"].map(dominant).astype("Int64")  # empty: never
     figure.table = table
     slopes = {}
     for label, part in rows[rows["status"] == "ok"].groupby("_label"):
