@@ -32,7 +32,7 @@ CASES = [
     ("values-zero", ["--values", "0"], "positive integers"),
     ("values-negative", ["--values", "-8"], "positive integers"),
     ("values-float", ["--values", "8.5"], "positive integers"),
-    ("values-exponent", ["--values", "1e3"], "positive integers"),
+    ("values-exponent", ["--values", "1.5e3"], "positive integers"),  # 1e3 is 1000 (--axis items); a fraction is not
     ("values-text", ["--values", "abc"], "positive integers"),
     ("values-arabic-digit", ["--values", "\u0668"], "positive integers"),
     ("values-superscript", ["--values", "8\u00b2"], "positive integers"),
@@ -58,7 +58,7 @@ CASES = [
     ("models-nan", ["--models", "linrec:hidden_dropout=nan"], "finite"),
     ("models-inf", ["--models", "linrec:hidden_dropout=inf"], "finite"),
     ("models-huge-int", ["--models", "linrec:d_inner=99999999999"], "larger than"),
-    ("workload-unknown", ["--workload", "serve"], "invalid choice"),
+    ("workload-unknown", ["--workload", "serve"], "is not a workload"),
     ("batch-zero", ["--batch-size", "0"], "positive integer"),
     ("batch-negative", ["--batch-size", "-1"], "positive integer"),
     ("batch-float", ["--batch-size", "1.5"], "positive integer"),
