@@ -216,15 +216,38 @@ class SequentialRecommender(nn.Module):
         return self.scores(self.user_vector(item_seq, hidden))
 
     def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """u . E[i] for the tied item table: u [B, d] against every id (items None: [B, N], row 0
-        included), shared candidates (items [K]: [B, K]) or each user's own (items [B, K]: [B, K]).
-        Each form is one matrix product, so the FLOP counters see it."""
+        """u . E[i] (+ `score_bias`) for the tied item table: u [B, d] against every id (items None:
+        [B, N], row 0 included), shared candidates (items [K]: [B, K]) or each user's own (items
+        [B, K]: [B, K]). Each form is one matrix product, so the FLOP counters see it."""
         table = self.item_embedding.weight
         if items is None:
-            return u @ table.t()  # [B, N]
-        if items.dim() == 1:
-            return u @ table[items].t()  # [B, K]
-        return (table[items] @ u.unsqueeze(-1)).squeeze(-1)  # [B, K, d] @ [B, d, 1] -> [B, K]
+            logits = u @ table.t()  # [B, N]
+        elif items.dim() == 1:
+            logits = u @ table[items].t()  # [B, K]
+        else:
+            logits = (table[items] @ u.unsqueeze(-1)).squeeze(-1)  # [B, K, d] @ [B, d, 1] -> [B, K]
+        bias = self.score_bias(items)
+        return logits if bias is None else logits + bias
+
+    def score_bias(self, items: torch.Tensor | None = None) -> torch.Tensor | None:
+        """A per-item term the scores add (LRURec's item bias), for every id or for `items`; None: none."""
+        return None
+
+    def target_and_shared_scores(self, u: torch.Tensor, target: torch.Tensor,
+                                 negatives: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + K]: column 0 is u_b . E[target_b], columns 1.. are u_b against K candidates shared
+        by the batch (negatives [K]), as `scores` gives them, from ONE gather of the item table (two
+        gathers would each give the table a dense [N, d] gradient in backward)."""
+        B = u.shape[0]
+        candidates = torch.cat([target, negatives])  # [B + K]
+        rows = self.item_embedding.weight[candidates]  # [B + K, d]
+        positive = (rows[:B].unsqueeze(1) @ u.unsqueeze(-1)).view(B, 1)  # [B, 1, d] @ [B, d, 1]
+        shared = u @ rows[B:].t()  # [B, K]
+        logits = torch.cat([positive, shared], dim=1)
+        bias = self.score_bias(candidates)
+        if bias is None:
+            return logits
+        return logits + torch.cat([bias[:B, None], bias[None, B:].expand(B, -1)], dim=1)
 
     # --- streaming (the module docstring; `stream_mode` "cache" or "state" implement init and step) ---
     def stream_init(self, batch_size: int, capacity: int) -> dict:

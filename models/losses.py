@@ -15,8 +15,11 @@ vector u [B, d] against, and how.
   sum_k log(1 - s(u.e_k)), mean over the batch; 2 B d (K + 1) output FLOPs.
 
 Negatives are drawn inside the step (their cost is the step's), from torch's generator, which the
-workload seeds. Every candidate logit is one matrix product (`SequentialRecommender.scores`), so the
-FLOP counters see exactly the analytic `output_flops`.
+workload seeds. Every candidate logit comes from a matrix product (`SequentialRecommender.scores`,
+`target_and_shared_scores`), so the FLOP counters see exactly the analytic `output_flops`. The
+sampled loss gathers the target's and the negatives' rows of the item table in one index: two
+gathers gave the table two dense [N, d] gradients to sum in backward (+37 MiB of tracked peak for
+RecGRELA at N = 1e5, B = 32, L = 200, measured before the change).
 """
 from __future__ import annotations
 
@@ -57,11 +60,10 @@ class Loss:
         if self.name == "sampled":
             negatives = torch.randint(1, n_items, (self.negatives,), device=u.device)  # [K], shared
             log_q = math.log(self.negatives / (n_items - 1))  # log of each id's expected count
-            positive = model.scores(u, target[:, None])  # [B, 1]
-            negative = model.scores(u, negatives)  # [B, K]
-            hit = negatives[None, :] == target[:, None]  # [B, K] accidental hits
-            negative = negative.masked_fill(hit, float("-inf"))
-            logits = torch.cat([positive, negative], dim=1) - log_q  # [B, 1 + K]
+            logits = model.target_and_shared_scores(u, target, negatives)  # [B, 1 + K]
+            hit = torch.cat([torch.zeros_like(target[:, None], dtype=torch.bool),
+                             negatives[None, :] == target[:, None]], dim=1)  # accidental hits
+            logits = logits.masked_fill(hit, float("-inf")) - log_q
             return F.cross_entropy(logits, torch.zeros_like(target))
         negatives = torch.randint(1, n_items, (u.shape[0], self.negatives), device=u.device)  # [B, K], own
         logits = model.scores(u, torch.cat([target[:, None], negatives], dim=1))  # [B, 1 + K]

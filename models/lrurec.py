@@ -181,10 +181,9 @@ class LRURec(SequentialRecommender):
             hs.append(h)
         return x, {"length": state["length"] + 1, "h": hs}
 
-    def scores(self, u: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
-        """u . E[i] + b_i (the official item bias) for every id, or for `items` [K] or [B, K]."""
-        bias = self.item_bias if items is None else self.item_bias[items]
-        return super().scores(u, items) + bias
+    def score_bias(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        """b_i, the official item bias the scores add: every id's [N], or `items`'."""
+        return self.item_bias if items is None else self.item_bias[items]
 
     def layer_flops(self, batch_size: int, seq_len: int) -> int:
         tokens, d = batch_size * seq_len, self.config.d_model
