@@ -165,3 +165,33 @@ def test_catalogue_cost_figure(tmp_path):
     assert ce["catalogue_time_share > 0.5 from N"].iloc[0] == 100_000
     sampled = table[table["line"] == "sasrec [sampled:128]"]
     assert (sampled["catalogue_time_share"] == 0).all() and sampled["loss_flop_share > 0.5 from N"].isna().all()
+
+
+def test_a_predicted_only_report_writes_its_page(tmp_path):
+    """A --predict sweep gives predicted_vs_paper a table and no picture (no RecGRELA layer rows):
+    the page says so instead of failing, and the other figures say predicted rows are not theirs."""
+    run_dir = tmp_path / "p"
+    _sweep("--axis", "seqlen", "--values", "8", "--models", "recgrela,sasrec,linrec", "--predict", "--device", "cuda",
+           "--batch-size", "1", "--d-model", "16", "--layers", "1", "--heads", "1", "--n-items", "100",
+           "--out", str(run_dir))
+    page, figs = report.build_report([run_dir], tmp_path / "out")
+    predicted = _figure(figs, "predicted_vs_paper")
+    assert predicted.missing is None and predicted.png is None and predicted.table is not None
+    assert "(a table only" in page.read_text()
+    assert "drawn only in predicted_vs_paper" in _figure(figs, "stream_cost").missing
+
+
+def test_compiled_and_eager_rows_are_separate_lines():
+    """An eager row's compile_backend is empty: it means `none`, so a compiled line (even with the
+    backend named `eager`) never joins it."""
+    from bench.report.plots import line_labels
+
+    rows = pd.DataFrame([
+        {"model": "sasrec", "variant": "default", "workload": "stream", "compile_backend": "", "seq_len": 8},
+        {"model": "sasrec", "variant": "default", "workload": "stream", "compile_backend": "eager", "seq_len": 8},
+        {"model": "sasrec", "variant": "default", "workload": "stream", "compile_backend": "", "seq_len": 16},
+    ])
+    labels, _split, notes = line_labels(rows)
+    assert list(labels) == ["sasrec (compile_backend none)", "sasrec (compile_backend eager)",
+                            "sasrec (compile_backend none)"]
+    assert notes

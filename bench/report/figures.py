@@ -862,7 +862,7 @@ DOMINANT_SHARE = 0.5  # the catalogue "dominates" a step from the size where its
 
 
 def _loglog_panel(ax, rows: pd.DataFrame, y: str, colours: dict, title: str, ylabel: str,
-                  slopes: dict, x: str = "seq_len", band: tuple | None = None) -> None:
+                  slopes: dict, x: str = "seq_len", band: tuple | None = None, inside: str = "upper left") -> None:
     """One log-log panel of `y` against `x`, a line per `_label`, its fitted slope in the legend."""
     _draw_lines(ax, rows, x, y, colours, band=band, loglog=True, ylabel=ylabel)
     ax.set_title(title, fontsize=10)
@@ -871,7 +871,7 @@ def _loglog_panel(ax, rows: pd.DataFrame, y: str, colours: dict, title: str, yla
         below = len(labels) > SLOPE_LEGEND_INSIDE_MAX
         under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
         placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
-                     if below else dict(loc="upper left"))
+                     if below else dict(loc=inside))
         ax.legend(handles, [f"{label}: slope {slopes.get(label, math.nan):.2f}" for label in labels],
                   fontsize=7, frameon=False, **placement)
 
@@ -938,7 +938,8 @@ def stream_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) ->
         ax_state.set_yticks([])
     else:
         _loglog_panel(ax_state, kept_rows, "state_bytes_per_user", colours, "state kept per user",
-                      "bytes per user between events", {r["line"]: r["state_bytes_slope"] for r in records})
+                      "bytes per user between events", {r["line"]: r["state_bytes_slope"] for r in records},
+                      inside="best")
     recompute = sorted(label for label, mode in modes.items() if mode == "recompute")
     if recompute:
         ax_state.text(0.98, 0.02, "keep nothing (recompute the window):\n" + "\n".join(recompute),
@@ -955,7 +956,8 @@ def catalogue_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path)
                     "Train rows swept over the number of items N (log-log), one line per model and loss; the "
                     "table holds, per N, the share of the step's FLOPs in the loss's scoring products "
                     "(exact, analytic) and the share of step time the catalogue adds over the smallest N "
-                    "measured, and the N from which each passes one half.")
+                    "measured (negative where a step at N timed faster than at the smallest N: timer noise), "
+                    "and the N from which each passes one half.")
     rows = results[(results["workload"] == "train") & (results["axis"] == "n_items")]
     if rows.empty or rows.groupby("_label")["n_items"].nunique().max() < 2:
         figure.missing = ("no train rows swept over two or more catalogue sizes "
@@ -1385,6 +1387,8 @@ def all_figures(results: pd.DataFrame, metrics: pd.DataFrame | None, rank_csv: P
             figure = Figure(key, key, "", missing=f"drawing failed: {type(err).__name__}: {err}")
         finally:
             plt.close("all")
+        if figure.missing is not None and make is not predicted_vs_paper and (results["status"] == "predicted").any():
+            figure.missing += "; predicted rows (--predict) have no time and are drawn only in predicted_vs_paper"
         if figure.missing is None and len(figure.runs) > 1:
             figure.notes.append(f"rows from {len(figure.runs)} run folders: wall times compare reliably only "
                                 "within one run (10-25 % drift between runs); tracked memory and FLOPs are exact")

@@ -299,10 +299,16 @@ def read_results_csv(path, what: str = "RESULTS_CSV") -> pd.DataFrame:
 # --------------------------------------------------------------------------- lines and their settings
 
 
+# settings whose empty cell is a value, not "not recorded": an eager row has no compile backend and a
+# measured row no prediction method (also in files from before those columns, when neither existed)
+EMPTY_SETTING_MEANS = {"compile_backend": "none", "prediction": "measured"}
+
+
 def _setting(column: str, value) -> str:
-    """A setting cell as compared and shown: numbers as numbers (1.0 == 1), booleans lower case."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
+    """A setting cell as compared and shown: numbers as numbers (1.0 == 1), booleans lower case;
+    an empty cell of EMPTY_SETTING_MEANS reads as what it means."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or str(value).strip().lower() in ("", "nan"):
+        return EMPTY_SETTING_MEANS.get(column, "")
     text = str(value).strip()
     if text.lower() in ("true", "false"):
         return text.lower()

@@ -119,7 +119,7 @@ def load_inputs(run_dirs: list[Path], rank_csv: Path | None):
 
 
 def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
         return ""
     if isinstance(value, float):
         return f"{value:.6g}" if not value.is_integer() or abs(value) < 1e15 else f"{value:.4g}"
@@ -162,8 +162,9 @@ def render_page(figures: list, results: pd.DataFrame, commands: dict, command: s
             lines += [f"**Not drawn: {figure.missing}.**", ""]
             lines += [f"- {n}" for n in figure.notes]
             continue
-        lines += [f"![{figure.title}]({_link(figure.png, out_dir)})", "",
-                  f"Table: [{figure.key}.csv]({figure.key}.csv)", ""]
+        picture = (f"![{figure.title}]({_link(figure.png, out_dir)})" if figure.png is not None
+                   else "(a table only: nothing among its rows to draw)")
+        lines += [picture, "", f"Table: [{figure.key}.csv]({figure.key}.csv)", ""]
         lines += [f"- {n}" for n in figure.notes]
         runs = [r for r in figure.runs if r in commands]
         rows = results[results["_run"].isin(figure.runs)] if len(results) else results
@@ -217,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as err:
         return cli.report_usage_error("bench.report", err)
     for figure in figures:
-        state = f"wrote {figure.png}" if figure.missing is None else f"not drawn: {figure.missing}"
+        if figure.missing is not None:
+            state = f"not drawn: {figure.missing}"
+        else:
+            table_only = f"wrote the table {Path(out_dir) / figure.key}.csv (nothing to draw)"
+            state = f"wrote {figure.png}" if figure.png is not None else table_only
         print(f"{figure.title}: {state}", flush=True)
     print(f"wrote {page}")
     return 0
