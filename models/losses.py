@@ -92,5 +92,5 @@ def check_loss_fits(loss: Loss, n_items: int) -> None:
     """K negatives from N - 1 ids: refuse K >= N - 1 (a sampled loss then scores more than the
     catalogue; use ce). Raises ValueError."""
     if loss.name != "ce" and loss.negatives >= n_items - 1:
-        raise ValueError(f"--loss {loss.spec}: {loss.negatives} negatives from a catalogue of {n_items - 1} items; "
-                         "use fewer negatives or --loss ce")
+        raise ValueError(f"--loss {loss.spec} draws {loss.negatives} negatives, but a catalogue of N = {n_items} ids "
+                         f"has only {n_items - 1} items: use K below {n_items - 1} or --loss ce")

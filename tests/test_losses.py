@@ -31,7 +31,7 @@ def test_parse_spellings_and_refusals():
     assert parse_losses("ce,sampled:8") == ("ce", "sampled:8")
     with pytest.raises(ValueError, match="twice"):
         parse_losses("sampled:8, sampled:8")
-    with pytest.raises(ValueError, match="49 items"):
+    with pytest.raises(ValueError, match="has only 49 items"):
         check_loss_fits(Loss("bce", 49), 50)
     check_loss_fits(Loss("bce", 48), 50)
 
