@@ -97,6 +97,7 @@ class LRULayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lam, gamma = self.recurrence()
         b = gamma * self.in_proj(x.to(self.in_proj.weight.dtype))  # [B, L, P]
+        del gamma  # a temporary: freed before the scan, as when it was computed inline (the peak is exact)
         h = self.scan(lam, b)  # [B, L, P], h_t = lambda h_{t-1} + b_t
         y = self.out_proj(h).real  # [B, L, d]
         return self.norm(self.dropout(y) + x)
