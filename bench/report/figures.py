@@ -838,16 +838,7 @@ def long_seq_loglog(results: pd.DataFrame, metrics, colours: dict, out_dir: Path
                 if label == ref or part["model"].iloc[0] == "sasrec":
                     record[f"overtakes {ref} at L"] = ""
                     continue
-                base = rows[(rows["_label"] == ref) & (rows["workload"] == workload)].set_index("seq_len")
-                mine = part.set_index("seq_len")
-                lengths = sorted(set(mine.index[mine["status"] == "ok"]) & set(base.index))
-                ratio, failed = [], []
-                for L in lengths:
-                    ref_row = base.loc[[L]].iloc[-1]
-                    failed.append(ref_row["status"] != "ok")
-                    ratio.append(math.nan if failed[-1] else float(mine.loc[[L]].iloc[-1][metric]) / float(ref_row[metric]))
-                _at, text = crossover(lengths, ratio, failed)
-                record[f"overtakes {ref} at L"] = text
+                record[f"overtakes {ref} at L"] = _faster_from(rows[rows["workload"] == workload], part, ref, metric)
             records.append(record)
     figure.table = pd.DataFrame(records)
     fitted = {(r["workload"], r["metric"], r["line"]): r["slope"] for r in records}
@@ -876,6 +867,31 @@ def _loglog_panel(ax, rows: pd.DataFrame, y: str, colours: dict, title: str, yla
                   fontsize=7, frameon=False, **placement)
 
 
+def _swept(figure: Figure, rows: pd.DataFrame, x: str) -> pd.DataFrame:
+    """The rows one figure draws along `x`: one coherent grid (`coherent`), lines split by setting
+    (`separate_settings`), the notes and run folders recorded on `figure`."""
+    rows, note = coherent(rows, free=(x,))
+    if note:
+        figure.notes.append(note)
+    rows = separate_settings(figure, rows)
+    figure.runs = sorted(set(rows["_run"]))
+    return rows
+
+
+def _faster_from(rows: pd.DataFrame, part: pd.DataFrame, ref: str, metric: str, x: str = "seq_len") -> str:
+    """`crossover`'s text for one line (`part`, its rows) against the line `ref` among `rows` on
+    `metric` along `x`: where it becomes and stays cheaper (a failed reference row counts as cheaper)."""
+    base = rows[rows["_label"] == ref].set_index(x)
+    mine = part.set_index(x)
+    lengths = sorted(set(mine.index[mine["status"] == "ok"]) & set(base.index))
+    ratio, failed = [], []
+    for L in lengths:
+        ref_row = base.loc[[L]].iloc[-1]
+        failed.append(ref_row["status"] != "ok")
+        ratio.append(math.nan if failed[-1] else float(mine.loc[[L]].iloc[-1][metric]) / float(ref_row[metric]))
+    return crossover(lengths, ratio, failed)[1]
+
+
 def stream_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) -> Figure:
     """The stream workload over L: time per event and state bytes per user, log-log, crossovers."""
     figure = Figure("stream_cost", "Streaming one new event: time per event and state kept per user vs L",
@@ -889,11 +905,7 @@ def stream_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) ->
         figure.missing = ("no stream rows swept over two or more lengths "
                           "(`python -m bench.sweep --axis seqlen --preset long --workload stream --batch-size 1`)")
         return figure
-    rows, note = coherent(rows, free=("seq_len",))
-    if note:
-        figure.notes.append(note)
-    rows = separate_settings(figure, rows)
-    figure.runs = sorted(set(rows["_run"]))
+    rows = _swept(figure, rows, "seq_len")
     modes = {label: (part["stream_mode"].iloc[-1] or "not recorded") for label, part in rows.groupby("_label")}
     caches = sorted(label for label, mode in modes.items() if mode == "cache")
     records = []
@@ -913,16 +925,7 @@ def stream_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path) ->
             if label == ref:
                 record[f"faster than {ref} from L"] = ""
                 continue
-            base = rows[rows["_label"] == ref].set_index("seq_len")
-            mine = part.set_index("seq_len")
-            lengths = sorted(set(mine.index[mine["status"] == "ok"]) & set(base.index))
-            ratio, failed = [], []
-            for L in lengths:
-                ref_row = base.loc[[L]].iloc[-1]
-                failed.append(ref_row["status"] != "ok")
-                ratio.append(math.nan if failed[-1] else
-                             float(mine.loc[[L]].iloc[-1]["time_median_ms"]) / float(ref_row["time_median_ms"]))
-            record[f"faster than {ref} from L"] = crossover(lengths, ratio, failed)[1]
+            record[f"faster than {ref} from L"] = _faster_from(rows, part, ref, "time_median_ms")
         records.append(record)
     if not caches:
         figure.notes.append("no cache (attention) model among the stream rows, so no crossover lengths")
@@ -963,11 +966,7 @@ def catalogue_cost(results: pd.DataFrame, metrics, colours: dict, out_dir: Path)
         figure.missing = ("no train rows swept over two or more catalogue sizes "
                           "(`python -m bench.sweep --axis items --models recgrela,sasrec --loss ce,sampled:128`)")
         return figure
-    rows, note = coherent(rows, free=("n_items",))
-    if note:
-        figure.notes.append(note)
-    rows = separate_settings(figure, rows)
-    figure.runs = sorted(set(rows["_run"]))
+    rows = _swept(figure, rows, "n_items")
     mem = memory_column(rows)
     records = []
     for label, part in rows.groupby("_label"):
