@@ -103,6 +103,7 @@ COLUMNS = [
     # cache, state, recompute) and the bytes it keeps per user between events (0: recompute)
     "stream_mode", "state_bytes_per_user",
     "time_p99_ms",  # the 99th percentile of the timed steps (meaningful with ~100 repeats: the stream's)
+    "node",  # the host name of the machine that measured the row (the report warns when a line mixes nodes)
 ]
 KEY_COLUMNS = ["model", "variant", "workload", *SHAPE_COLUMNS, "device", "loss"]
 # key columns a results file from an older schema may lack (`row_key` reads an empty loss of a train
@@ -162,6 +163,13 @@ def git_commit(repo: Path | None = None) -> str:
     except (OSError, subprocess.SubprocessError):
         return ""
     return f"{head}-dirty" if head and dirty else head
+
+
+def node_name() -> str:
+    """This machine's host name (`socket.gethostname()`), the `node` cell of the rows it measures."""
+    import socket
+
+    return socket.gethostname()
 
 
 def utc_now() -> str:

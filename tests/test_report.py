@@ -306,3 +306,25 @@ def test_predicted_rows_meet_the_paper_table_and_never_replace_measured_ones(tmp
     assert f3.loc["RecGRELA / RecBLR memory (ours)", "predicted_over_paper"] == pytest.approx(0.5 / 0.87)
     table3 = pd.read_csv(out / "table3_recgrela_layers.csv")  # the measured figure keeps the measured row
     assert list(table3["tracked_peak_mib"]) == [7]
+
+
+def test_a_line_joining_two_machines_is_warned_about(tmp_path):
+    """Rows of one line from two nodes (a sweep resumed elsewhere, or spread over a cluster) draw as
+    one line, and the figure's notes warn that its times compare across machines only roughly."""
+    rows = [dict(r, node="node-a" if r["seq_len"] < 1024 else "node-b") for r in long_rows()]
+    run = _write_run(tmp_path / "run", rows, "python -m bench.sweep --axis seqlen --preset long")
+    _page, figs = report.build_report([run], tmp_path / "out")
+    notes = " ".join(_figure(figs, "long_seq_loglog").notes)
+    assert "joins rows measured on 2 machines (node-a, node-b)" in notes
+    same = _write_run(tmp_path / "same", [dict(r, node="node-a") for r in long_rows()])
+    _page, figs = report.build_report([same], tmp_path / "out2")
+    assert "machines" not in " ".join(_figure(figs, "long_seq_loglog").notes)
+
+
+def test_every_row_names_its_node():
+    from bench.grid import Point
+    from bench.sweep.point import base_row
+
+    row = base_row(Point("linrec", (), "infer", "seq_len", seq_len=8, batch_size=1, n_layers=1, n_heads=1,
+                         d_model=8, n_items=20))
+    assert row["node"] == results.node_name() and row["node"]

@@ -82,7 +82,7 @@ NUMERIC = GRID + (
 STRINGS = ("model", "variant", "workload", "status", "reason", "axis", "device", "device_name", "dtype",
            "torch_version", "python_version", "git_commit", "timestamp_utc", "attention_ops",
            "perf_env_json", "official_substitutions", "flops_analytic_reason", "fvcore_reason", "prediction",
-           "compile_backend", "loss", "stream_mode")
+           "compile_backend", "loss", "stream_mode", "node")
 PAPER_SEQ_LEN = 200  # RecGRELA Sec. 4.1.4
 LONG_FROM = 256  # the long-sequence view starts where the paper's grid ends
 CONFIG_KEYS = ("n_layers", "n_heads", "d_model")  # training runs at the sweep's own config are preferred
@@ -157,12 +157,21 @@ def separate_settings(figure: Figure, rows: pd.DataFrame) -> pd.DataFrame:
     """`rows` (what one figure draws) with each line split where its rows were measured with
     different settings (`bench.report.plots.line_labels`: rows of one model, variant and workload that
     differ in a non-empty bench.results.SETTINGS_COLUMNS cell become `linrec (threads 1)` and
-    `linrec (threads 2)`); the figure's notes say which lines were split and why."""
+    `linrec (threads 2)`); the figure's notes say which lines were split and why, and warn where a
+    line joins rows of several machines (`node`: not a setting, since a resumed sweep may move)."""
     if rows.empty:
         return rows
     labels, _split_by, notes = line_labels(rows)
     figure.notes += [note for note in notes if note not in figure.notes]
-    return rows.assign(_label=labels)
+    rows = rows.assign(_label=labels)
+    for label, part in rows.groupby("_label"):
+        nodes = sorted(set(part["node"]) - {""}) if "node" in part else []
+        if len(nodes) > 1:
+            note = (f"warning: the line {label} joins rows measured on {len(nodes)} machines ({', '.join(nodes)}): "
+                    "its times compare across machines only roughly; tracked memory and FLOPs are exact")
+            if note not in figure.notes:
+                figure.notes.append(note)
+    return rows
 
 
 METRICS_REQUIRED = ("model", "split")  # and at least one ranking metric column (NAME@K)

@@ -118,7 +118,7 @@ ADDED_LATER = ("attention_ops", "flopcounter_device", "scan_flops_analytic", "fl
                "fvcore_reason", "perf_env_json", "official_substitutions", "flops_counted", "achieved_tflops",
                "peak_tflops", "peak_source", "mfu", "tracked_categories_json", "prediction", "compile_backend",
                "compile_time_s", "graph_breaks", "tracked_reason", "loss", "stream_mode", "state_bytes_per_user",
-               "time_p99_ms")
+               "time_p99_ms", "node")
 REQUIRED_COLUMNS = tuple(c for c in COLUMNS if c not in ADDED_LATER)
 WORKLOADS = ("train", "infer", "stream")
 GRID_COLUMNS = ("seq_len", "batch_size", "n_layers", "n_heads", "d_model", "n_items")  # positive integers

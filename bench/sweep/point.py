@@ -58,6 +58,7 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "faithful_to": model_class.faithful_to,
         "official_substitutions": getattr(model_class, "official_substitutions", ""),
         "device": point.device.split(":")[0], "device_name": point_device_name(point, cuda_initialised),
+        "node": results.node_name(),
         "dtype": DTYPE_NAMES[point.dtype], "threads": point.threads or torch.get_num_threads(),
         "torch_version": torch.__version__, "python_version": platform.python_version(),
         "git_commit": results.git_commit(), "timestamp_utc": results.utc_now(),
