@@ -220,6 +220,7 @@ class Point(Shape):
     predict: bool = False  # predict the cost under fake tensors (bench.measure.predict) instead of measuring
     compile: str = ""  # torch.compile backend of the step's forward and loss ("": eager)
     loss: str = "ce"  # the train step's objective (models/losses.py); "" for infer and stream
+    executor: str = "local"  # bench.sweep.executors: under ray, a GPU point's CUDA_VISIBLE_DEVICES is Ray's choice, not recorded
 
     @property
     def spec(self) -> ModelSpec:

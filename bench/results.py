@@ -118,6 +118,11 @@ SETTINGS_COLUMNS = ["prediction", "compile_backend", "threads", "time_warmup", "
 # join rows of other limits, but a resumed sweep keeps them equal too (a point that failed under one
 # limit would never be retried under the other).
 LIMIT_COLUMNS = ["mem_limit_gib", "time_limit_s"]
+# The cells two measurements of one point with the same settings may differ in: clocks (and what is
+# computed from them, the CPU peak being a calibration matmul), when, and on which machine. Every other
+# cell is the same whichever executor ran the point (tests/test_executors.py).
+RUN_VARYING_COLUMNS = ["time_median_ms", "time_iqr_ms", "time_p20_ms", "time_p80_ms", "time_min_ms", "time_p99_ms",
+                       "achieved_tflops", "peak_tflops", "mfu", "compile_time_s", "timestamp_utc", "node"]
 
 
 # Environment variables that change what a step costs without changing the code: threading,
@@ -136,10 +141,10 @@ PERF_ENV_VARS = (
 )
 
 
-def perf_env(environ: dict | None = None) -> dict[str, str]:
-    """The PERF_ENV_VARS set in `environ` (default: this process), sorted by name."""
+def perf_env(environ: dict | None = None, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """The PERF_ENV_VARS set in `environ` (default: this process), sorted by name, less `skip`."""
     environ = os.environ if environ is None else environ
-    return {name: environ[name] for name in sorted(PERF_ENV_VARS) if name in environ}
+    return {name: environ[name] for name in sorted(PERF_ENV_VARS) if name in environ and name not in skip}
 
 
 def cpu_name() -> str:

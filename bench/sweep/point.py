@@ -67,13 +67,19 @@ def base_row(point: Point, cuda_initialised: bool = False) -> dict:
         "flops_counted": point.flops,
         "peak_tflops": None if point.peak_tflops is None else round(point.peak_tflops, 4),
         "peak_source": point.peak_source,
-        "perf_env_json": json.dumps(results.perf_env(), sort_keys=True),
+        "perf_env_json": json.dumps(results.perf_env(skip=scheduler_assigned(point)), sort_keys=True),
         "config_json": json.dumps(vars(config), sort_keys=True),
         "prediction": prediction_method(point.device) if point.predict else "",
         "compile_backend": point.compile,
         "loss": point.loss if point.workload == "train" else "",
         "stream_mode": model_class.stream_mode if point.workload == "stream" else "",
     }
+
+
+def scheduler_assigned(point: Point) -> tuple[str, ...]:
+    """Performance variables an executor sets per point, not a setting of the sweep: under Ray a GPU
+    point's CUDA_VISIBLE_DEVICES is the GPU Ray gave its task (bench.sweep.executors)."""
+    return ("CUDA_VISIBLE_DEVICES",) if point.executor == "ray" and point.device.startswith("cuda") and not point.predict else ()
 
 
 def one_line(err: BaseException) -> str:

@@ -146,17 +146,27 @@ def cold_compile_caches(scratch: Path) -> dict[str, str]:
     return {var: str(scratch / var.lower()) for var in COMPILE_CACHE_VARS}
 
 
-def _child_env() -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+def _child_env(environ: dict[str, str | None] | None = None) -> dict[str, str]:
+    """This process's environment with the repository on PYTHONPATH and `environ` applied (a None
+    value removes the variable)."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])))
+    for name, value in (environ or {}).items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
+    return env
 
 
-def run_isolated(point: Point, server: PointServer | None = None) -> dict:
+def run_isolated(point: Point, server: PointServer | None = None, environ: dict[str, str | None] | None = None) -> dict:
     """Measure `point` in a child process and return its row (never raises for the child's fate).
-    With a running `server` (and no --compile) the child is forked from it, else started afresh."""
+    With a running `server` (and no --compile, no `environ`) the child is forked from it, else
+    started afresh with `environ` applied to this process's environment (None removes a variable;
+    bench.sweep.executors sets the driver's performance variables this way)."""
     with tempfile.TemporaryDirectory(prefix=f"{POINT_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, row_path, err_path = Path(tmp, "point.json"), Path(tmp, "row.json"), Path(tmp, "stderr")
         spec_path.write_text(point.to_json())
-        if server is not None and server.alive and not point.compile:
+        if server is not None and server.alive and not point.compile and environ is None:
             ended = server.run(spec_path, row_path, err_path, point.mem_limit_gib, point.time_limit_s)
             if ended is not None:
                 returncode, timed_out = ended
@@ -164,7 +174,7 @@ def run_isolated(point: Point, server: PointServer | None = None) -> dict:
                     return json.loads(row_path.read_text())
                 return failure_row(point, returncode, timed_out, err_path.read_text(errors="replace"))
             # the server could not take the point: it runs in a fresh interpreter below
-        env = _child_env()
+        env = _child_env(environ)
         if point.compile:
             env.update(cold_compile_caches(Path(tmp)))
         with open(err_path, "w") as stderr:

@@ -13,6 +13,8 @@ Examples:
   python -m bench.sweep --axis items --models recgrela,sasrec --loss ce,sampled:128   # catalogue 1e3..1e6
   python -m bench.sweep --axis seqlen --dry-run             # print the grid and stop
   python -m bench.sweep --axis seqlen --out reports/my-run --resume   # continue a killed run
+  python -m bench.sweep --axis seqlen --executor ray --threads 1   # points as Ray tasks, all cores at once
+  python -m bench.sweep --axis seqlen --preset paper --device cuda --executor ray --ray-address auto --threads 4   # a Ray cluster
 
 Method: every point (model spec x workload x value) runs in its own process with a time limit.
 Inside it: FLOP counters (fvcore forward, FlopCounterMode forward and whole step, analytic), then
@@ -20,6 +22,9 @@ Inside it: FLOP counters (fvcore forward, FlopCounterMode forward and whole step
 of one step (and, on CUDA, the allocator and NVML peaks). Rows are appended atomically to
 OUT/results.csv as each point ends; a killed sweep keeps every finished row and `--resume` skips
 them. Out-of-memory, timeouts and errors become rows with that status and the sweep goes on.
+`--executor ray` runs each point as a Ray task (the same isolated process) on a local Ray instance or
+a cluster (`--ray-address auto`), `--threads` CPUs and on CUDA one GPU each; this process still
+writes every row (bench/sweep/executors.py).
 `official/NAME` measures the official code of NAME (its twin, bench.adapters.official) the same way.
 The figures (time_*.png, memory_*.png) are redrawn from the CSV at the end.
 
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import os
 import shlex
 import sys
@@ -55,6 +61,7 @@ from filelock import FileLock, Timeout
 from bench import cli, results
 from bench.cli import UsageError, clock, non_negative_int, positive_float, positive_int
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_losses, parse_model_specs, parse_values
+from bench.sweep.executors import EXECUTORS, RAY_INSTALL, ray_installed
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,8 +91,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--d-model", type=positive_int)
     p.add_argument("--n-items", type=positive_int, help="catalogue size incl. padding (default 3417, ML-1M)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--threads", type=cli.threads, default=0,
-                   help="CPU threads per point (0: torch's default); recorded in every row")
+    p.add_argument("--threads", type=non_negative_int, default=0,
+                   help="CPU threads per point (0: torch's default; --executor ray needs N >= 1, the CPUs each "
+                   "point reserves on its node); recorded in every row")
     p.add_argument("--warmup", type=non_negative_int)
     p.add_argument("--repeats", type=positive_int)
     p.add_argument("--time-limit", type=positive_int, help="seconds per point before it is a timeout")
@@ -101,6 +109,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", nargs="?", const="inductor", default="", choices=COMPILE_BACKENDS, metavar="BACKEND",
                    help="torch.compile the step's forward and loss with BACKEND (%(const)s when none is given; "
                    f"one of {', '.join(COMPILE_BACKENDS)}); compile time is recorded apart from step time")
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local: one point after another on this machine (default); ray: each point a Ray task "
+                   f"on a local Ray instance or a cluster (--ray-address; needs {RAY_INSTALL})")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="with --executor ray: the cluster to join, `auto` (the one this machine belongs to, "
+                   "started by `ray start`) or HOST:PORT; default: start a local Ray instance for this sweep")
     p.add_argument("--out", help="output folder (default: reports/<axis>-<preset>)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and stop")
     p.add_argument("--resume", action="store_true", help="skip points already in OUT/results.csv")
@@ -134,14 +148,15 @@ def losses(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--loss ")) from None
 
 
-def resolve_device(choice: str, predict: bool = False) -> str:
-    """`--device`: auto picks CUDA when torch sees it; cuda without a CUDA device is refused,
-    except when predicting (nothing runs on the target)."""
+def resolve_device(choice: str, predict: bool = False, remote: bool = False) -> str:
+    """`--device`: auto picks CUDA when torch sees it here; cuda without a CUDA device is refused,
+    except when predicting (nothing runs on the target) or when the points run elsewhere (`remote`:
+    --executor ray, whose cluster is checked for GPUs once joined)."""
     import torch
 
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if choice == "cuda" and not torch.cuda.is_available() and not predict:
+    if choice == "cuda" and not torch.cuda.is_available() and not predict and not remote:
         raise UsageError("--device cuda was asked for but torch sees no CUDA device")
     return choice
 
@@ -158,7 +173,8 @@ SETTING_FLAGS = {"threads": "--threads", "time_warmup": "--warmup", "time_repeat
 
 def plan(args: argparse.Namespace):
     """Validate everything and build the grid; raises UsageError before anything is written."""
-    device = resolve_device(args.device, args.predict)
+    check_executor(args)
+    device = resolve_device(args.device, args.predict, remote=args.executor == "ray")
     if "train" not in args.workload and args.loss != ("ce",):
         raise UsageError(f"--loss {','.join(args.loss)} sets the train objective, but --workload "
                          f"{','.join(args.workload)} measures no train step (infer and stream score the whole catalogue)")
@@ -196,6 +212,8 @@ def plan(args: argparse.Namespace):
         points = build_grid(request)
     except ValueError as err:
         raise UsageError(str(err)) from None
+    if args.executor != "local":
+        points = [dataclasses.replace(p, executor=args.executor) for p in points]
     out = cli.output_dir(args.out if args.out is not None else REPO_ROOT / "reports" / f"{args.axis}-{preset.name}")
     csv_path = out / "results.csv"
     if (csv_path.exists() or csv_path.is_symlink()) and not args.dry_run:
@@ -204,8 +222,23 @@ def plan(args: argparse.Namespace):
         if not args.resume:
             raise UsageError(f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder")
         existing = resumable_rows(csv_path)
-        check_resume_settings(existing, points, csv_path)
+        check_resume_settings(existing, points, csv_path, several_nodes=args.executor == "ray")
     return preset, points, out, csv_path
+
+
+def check_executor(args: argparse.Namespace) -> None:
+    """`--executor`, `--ray-address` and `--threads` agree (UsageError, one line, otherwise)."""
+    if args.executor == "local":
+        if args.ray_address is not None:
+            raise UsageError("--ray-address joins a Ray cluster; it needs --executor ray")
+        if args.threads > cli.available_cpus():  # a Ray cluster's nodes are checked once joined
+            raise UsageError(f"--threads {args.threads}: this machine lets the process use {cli.available_cpus()} CPUs")
+        return
+    if not ray_installed():
+        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
+    if args.threads < 1:
+        raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
+                         "so every node measures with the same thread count")
 
 
 def resumable_rows(csv_path: Path) -> list[dict]:
@@ -262,26 +295,30 @@ def default_threads() -> int | None:
     return int(probe.stdout.strip()) if probe.returncode == 0 and probe.stdout.strip().isdigit() else None
 
 
-def check_resume_settings(rows: list[dict], points: list, csv_path: Path) -> None:
+def check_resume_settings(rows: list[dict], points: list, csv_path: Path, several_nodes: bool = False) -> None:
     """Refuse (UsageError) to resume a results file whose rows were measured with other settings
     (`results.SETTINGS_COLUMNS`: threads, warmup, repeats, seed, FLOP counting, dtype, torch,
     device, performance environment; and `results.LIMIT_COLUMNS`) than this command's: their rows would be drawn as one
     line with the new ones, and points already present would never be re-measured with the new
-    settings. Empty cells (a file from before the column existed) are not compared."""
+    settings. Empty cells (a file from before the column existed) are not compared. With
+    `several_nodes` (--executor ray) `device_name` is not compared: a cluster's rows may come from
+    several devices, which the figures keep apart."""
     if not rows or not points:
         return
     first = {}  # workload -> its first point (a stream point times more repeats than a train one)
     for point in points:
         first.setdefault(point.workload, point)
     for workload, point in first.items():
-        _check_settings([row for row in rows if row.get("workload") == workload], point, csv_path)
+        _check_settings([row for row in rows if row.get("workload") == workload], point, csv_path, several_nodes)
 
 
-def _check_settings(rows: list[dict], point, csv_path: Path) -> None:
+def _check_settings(rows: list[dict], point, csv_path: Path, several_nodes: bool = False) -> None:
     if not rows:
         return
     expected = expected_settings(point)
     for column in results.SETTINGS_COLUMNS + results.LIMIT_COLUMNS:
+        if several_nodes and column == "device_name":
+            continue
         found = sorted({row[column] for row in rows if row.get(column, "") != ""})
         if column == "threads" and expected[column] == "":  # torch's default could not be asked
             continue
@@ -308,11 +345,12 @@ def summary(row: dict) -> str:
     return f"ok {float(row['time_median_ms']):.1f} ms, {memory}{compiled}"
 
 
-def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None) -> list[dict]:
-    """Measure every point not yet in the CSV, appending a row as each finishes. `progress`: a
-    stream to draw a progress bar on (`Progress`) when it is a terminal; the log lines are the same
-    with or without it."""
-    from bench.sweep.runner import point_server, run_isolated
+def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None, executor=None) -> list[dict]:
+    """Measure every point not yet in the CSV on `executor` (default: a LocalExecutor), appending a
+    row as each finishes: this process is the file's only writer, whatever runs the points.
+    `progress`: a stream to draw a progress bar on (`Progress`) when it is a terminal; the log lines
+    are the same with or without it."""
+    from bench.sweep.executors import Finished, LocalExecutor
 
     done = {results.row_key(row) for row in results.read_rows(csv_path)} if resume and csv_path.exists() else set()
     todo = [p for p in points if results.row_key(_key_row(p)) not in done]
@@ -321,24 +359,42 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None) ->
     if not todo:
         return []
     start, rows, spent = time.monotonic(), [], []
-    with Progress(len(todo), progress, log) as bar, point_server(log=bar.log) as server:
-        for i, point in enumerate(todo, 1):
-            bar.start(describe(point), estimate_remaining_s(spent, todo[i - 1:]) if spent else None)
-            began = time.monotonic()
-            row = run_isolated(point, server)
-            spent.append((point, time.monotonic() - began))
-            unknown = sorted(set(row) - set(results.COLUMNS))
-            if unknown:  # a child from other code than this parent (the tree changed mid-run)
-                bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
-                row = {k: v for k, v in row.items() if k in results.COLUMNS}
-            results.append_row(csv_path, row)
-            rows.append(row)
-            elapsed = time.monotonic() - start
-            eta = estimate_remaining_s(spent, todo[i:])
-            bar.log(f"[{i}/{len(todo)}] {describe(point)}: {summary(row)} "
-                    f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
-            bar.finish_point(eta)
+    left = list(todo)  # points without a row yet, in grid order
+    running: dict = {}  # id(point) -> its description, in the order they started
+    with Progress(len(todo), progress, log) as bar:
+        executor = executor or LocalExecutor(log=bar.log)
+        several = executor.name != "local"
+        with executor:
+            for event in executor.events(todo):
+                point = event.point
+                if not isinstance(event, Finished):
+                    running[id(point)] = describe(point) + (f" on {event.node}" if several else "")
+                    bar.start(now_running(running), estimate_remaining_s(spent, left, executor.slots) if spent else None)
+                    continue
+                running.pop(id(point), None)
+                left.remove(point)
+                row = event.row
+                spent.append((point, event.seconds))
+                i = len(spent)
+                unknown = sorted(set(row) - set(results.COLUMNS))
+                if unknown:  # a child from other code than this parent (the tree changed mid-run)
+                    bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
+                    row = {k: v for k, v in row.items() if k in results.COLUMNS}
+                results.append_row(csv_path, row)
+                rows.append(row)
+                elapsed = time.monotonic() - start
+                eta = estimate_remaining_s(spent, left, executor.slots)
+                where = f" on {row.get('node') or 'an unknown node'}" if several else ""
+                bar.log(f"[{i}/{len(todo)}] {describe(point)}{where}: {summary(row)} "
+                        f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
+                bar.finish_point(eta, now_running(running) if running else None)
     return rows
+
+
+def now_running(running: dict) -> str:
+    """The progress bar's `now`: the first point still running, and how many more run beside it."""
+    first, *more = running.values()
+    return first + (f" (+{len(more)} more)" if more else "")
 
 
 def is_terminal(stream) -> bool:
@@ -397,10 +453,11 @@ class Progress:
         if self.bar is not None:
             self.bar.set_postfix_str(self._postfix(what))
 
-    def finish_point(self, eta_s: float) -> None:
-        self._what, self._eta, self._since = None, eta_s, time.monotonic()
+    def finish_point(self, eta_s: float, still: str | None = None) -> None:
+        """A point ended; `still`: what is still running (several executors' points at once)."""
+        self._what, self._eta, self._since = still, eta_s, time.monotonic()
         if self.bar is not None:
-            self.bar.set_postfix_str(self._postfix(), refresh=False)
+            self.bar.set_postfix_str(self._postfix(still), refresh=False)
             self.bar.update(1)
 
     def _tick(self) -> None:
@@ -423,11 +480,12 @@ def point_size(point) -> int:
     return point.batch_size * point.seq_len * point.n_layers * point.d_model
 
 
-def estimate_remaining_s(spent: list, remaining: list) -> float:
+def estimate_remaining_s(spent: list, remaining: list, slots: int = 1) -> float:
     """Seconds left: each remaining point costs its size times the seconds per size unit its
-    model spec and workload took so far (all finished points when that spec has none yet).
-    `spent` holds (point, seconds) pairs. Points grow along the axis, so a plain mean of the
-    finished points under-estimates (the last, longest points of a seqlen sweep most of all)."""
+    model spec and workload took so far (all finished points when that spec has none yet),
+    shared among `slots` points measured at once. `spent` holds (point, seconds) pairs. Points
+    grow along the axis, so a plain mean of the finished points under-estimates (the last,
+    longest points of a seqlen sweep most of all)."""
     if not spent:
         return 0.0
     total_s = sum(s for _, s in spent)
@@ -440,7 +498,7 @@ def estimate_remaining_s(spent: list, remaining: list) -> float:
     for p in remaining:
         seconds, size = per_spec.get((p.spec.label, p.workload), (total_s, total_size))
         eta += seconds / max(size, 1) * point_size(p)
-    return eta
+    return eta / max(1, min(slots, len(remaining)))
 
 
 def _key_row(point) -> dict:
@@ -503,20 +561,33 @@ def sweep_writes(name: str) -> bool:
 def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
     """The sweep proper, while this process holds the folder's lock: clean what a killed sweep
     left, record the command, measure, redraw the figures."""
+    from bench.sweep.executors import remove_orphaned_ray_instances
     from bench.sweep.runner import remove_orphaned_point_dirs
 
     if csv_path.exists() and not args.resume:  # another sweep finished here since `plan` looked
         return cli.report_usage_error("bench.sweep", UsageError(
             f"{csv_path} already holds results; pass --resume to continue it or --out for a new folder"))
-    points = with_device_peak(points)
+    if args.executor == "local":
+        points = with_device_peak(points)  # a Ray executor measures each node's own
     stale = results.remove_stale_temporaries(out, sweep_writes) + remove_orphaned_point_dirs()
     if stale:
         print(f"removed what a killed sweep left: {', '.join(p.name for p in stale)}", flush=True)
+    orphans = remove_orphaned_ray_instances()
+    if orphans:
+        print(f"stopped {len(orphans)} process(es) a killed sweep's local Ray instance left running", flush=True)
     with open(out / "command.txt", "a") as handle:  # a resumed run appends its own command
         handle.write(f"{results.utc_now()}  python -m bench.sweep {shlex.join(argv)}\n")
     print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
+    from bench.sweep.executors import make_executor
+
+    def log(line):
+        print(line, flush=True)
+
     try:
-        run_sweep(points, csv_path, args.resume, log=lambda line: print(line, flush=True), progress=sys.stdout)
+        executor = make_executor(args.executor, args.ray_address, args.threads, points[0].device, log)
+        run_sweep(points, csv_path, args.resume, log=log, progress=sys.stdout, executor=executor)
+    except UsageError as err:  # the Ray cluster could not be joined, or cannot run a point
+        return cli.report_usage_error("bench.sweep", err)
     except KeyboardInterrupt:
         print(f"interrupted: finished rows are kept in {csv_path}; rerun with --resume", file=sys.stderr)
         return 130

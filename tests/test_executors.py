@@ -1,0 +1,224 @@
+"""`--executor local|ray` (bench.sweep.executors): the same rows whichever runs the points, a killed
+Ray worker is an error row naming its node, and a killed driver resumes without losing or
+duplicating a row. The Ray tests run a local Ray instance (all CPUs of this machine: 2 on CI)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from bench import results
+from bench.grid import Point
+from bench.sweep import executors, sweep
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--axis", "seqlen", "--batch-size", "2", "--layers", "1", "--heads", "1", "--d-model", "8",
+        "--warmup", "0", "--repeats", "1", "--threads", "1"]
+
+
+def run_sweep_cli(argv: list[str], **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bench.sweep", *argv], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def keyed(csv_path: Path) -> dict:
+    rows = results.read_rows(csv_path)
+    keyed = {results.row_key(row): row for row in rows}
+    assert len(keyed) == len(rows), "a point has two rows"
+    return keyed
+
+
+def differing_cells(a: dict, b: dict) -> Counter:
+    """Per column, how many rows of two results files (same keys) differ, outside RUN_VARYING_COLUMNS."""
+    assert a.keys() == b.keys()
+    return Counter(column for key in a for column in results.COLUMNS
+                   if column not in results.RUN_VARYING_COLUMNS and a[key][column] != b[key][column])
+
+
+# ---------------------------------------------------------------------------------- without Ray
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ray-address", "auto"], "--ray-address joins a Ray cluster; it needs --executor ray"),
+    (["--executor", "ray", "--threads", "0"], "--executor ray needs --threads N (N >= 1)"),
+    (["--executor", "dask"], "invalid choice: 'dask'"),
+])
+def test_executor_flags_are_checked_in_one_line(argv, message, tmp_path, capsys):
+    base = ["--axis", "seqlen", "--values", "8", "--models", "sasrec", "--out", str(tmp_path / "out")]
+    assert sweep.main(base + argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_ray_not_installed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sweep, "ray_installed", lambda: False)
+    code = sweep.main(["--axis", "seqlen", "--values", "8", "--models", "sasrec", "--threads", "1",
+                       "--executor", "ray", "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err == "bench.sweep: error: --executor ray needs Ray, which is not installed: pip install -e '.[ray]'"
+    assert not (tmp_path / "out").exists()
+
+
+def test_child_gets_the_drivers_performance_environment():
+    driver = {"OMP_NUM_THREADS": "3", "CUDA_VISIBLE_DEVICES": "0,1"}
+    environ = executors.child_environ(driver, on_gpu=False)
+    assert set(environ) == set(results.PERF_ENV_VARS)
+    assert environ["OMP_NUM_THREADS"] == "3" and environ["CUDA_VISIBLE_DEVICES"] == "0,1"
+    assert environ["MKL_NUM_THREADS"] is None  # removed if Ray set it: the driver has none
+    assert "CUDA_VISIBLE_DEVICES" not in executors.child_environ(driver, on_gpu=True)  # Ray's GPU stays
+
+
+def test_a_ray_gpu_point_does_not_record_its_assigned_gpu(monkeypatch):
+    from bench.sweep.point import scheduler_assigned
+
+    shape = dict(seq_len=8, batch_size=2, n_layers=1, n_heads=1, d_model=8, n_items=20)
+    assert scheduler_assigned(Point("sasrec", (), "train", "seq_len", device="cuda", executor="ray", **shape)) == (
+        "CUDA_VISIBLE_DEVICES",)
+    assert scheduler_assigned(Point("sasrec", (), "train", "seq_len", device="cuda", **shape)) == ()
+    assert scheduler_assigned(Point("sasrec", (), "train", "seq_len", device="cpu", executor="ray", **shape)) == ()
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
+    assert results.perf_env(skip=("CUDA_VISIBLE_DEVICES",)) == {
+        k: v for k, v in results.perf_env().items() if k != "CUDA_VISIBLE_DEVICES"}
+
+
+def test_code_fingerprint_follows_every_source_file(tmp_path):
+    for package in ("bench", "models"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    first = executors.code_fingerprint(tmp_path)
+    assert executors.code_fingerprint(tmp_path) == first
+    (tmp_path / "models" / "a.py").write_text("x = 2\n")
+    assert executors.code_fingerprint(tmp_path) != first
+    assert len(executors.code_fingerprint(REPO)) == 16
+
+
+def test_eta_is_shared_among_the_points_measured_at_once():
+    shape = dict(batch_size=2, n_layers=1, n_heads=1, d_model=8, n_items=20)
+    points = [Point("sasrec", (), "train", "seq_len", seq_len=n, **shape) for n in (8, 8, 8, 8, 8)]
+    spent = [(points[0], 4.0)]
+    assert sweep.estimate_remaining_s(spent, points[1:]) == pytest.approx(16.0)
+    assert sweep.estimate_remaining_s(spent, points[1:], slots=2) == pytest.approx(8.0)
+    assert sweep.estimate_remaining_s(spent, points[1:2], slots=4) == pytest.approx(4.0)  # one point: no sharing
+
+
+def test_a_dead_drivers_ray_processes_are_stopped_and_no_other(tmp_path):
+    """The record of a dead driver's local instance: its processes are killed only while their start
+    time is the one recorded (a reused pid is never touched); a live driver's record is kept."""
+    victim = subprocess.Popen(["sleep", "60"])
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        table = executors._process_table()
+        dead_driver = max(table) + 100000  # no such process
+        (tmp_path / f"bench-ray-{dead_driver}.json").write_text(
+            f"[[{victim.pid}, \"{table[victim.pid][1]}\"], [{bystander.pid}, \"1\"]]")
+        (tmp_path / f"bench-ray-{os.getpid()}.json").write_text(f"[[{bystander.pid}, \"{table[bystander.pid][1]}\"]]")
+        assert executors.remove_orphaned_ray_instances(tmp_path) == [victim.pid]
+        assert victim.wait(timeout=10) == -signal.SIGKILL
+        assert bystander.poll() is None
+        assert [p.name for p in tmp_path.iterdir()] == [f"bench-ray-{os.getpid()}.json"]
+    finally:
+        for proc in (victim, bystander):
+            proc.kill()
+            proc.wait()
+
+
+def test_a_lost_task_is_an_error_row_naming_its_node():
+    ray = pytest.importorskip("ray")
+    point = Point("sasrec", (), "train", "seq_len", seq_len=8, batch_size=2, n_layers=1, n_heads=1, d_model=8, n_items=20)
+    row = executors.lost_row(point, {"node": "gpu-node-7"}, ray.exceptions.WorkerCrashedError())
+    assert row["status"] == "error" and row["node"] == "gpu-node-7"
+    assert row["reason"].startswith("Ray worker died on node gpu-node-7: WorkerCrashedError")
+    oom = executors.lost_row(point, {"node": "gpu-node-7"}, ray.exceptions.OutOfMemoryError("killed"))
+    assert oom["status"] == "oom" and oom["reason"] == "killed by Ray's memory monitor on node gpu-node-7"
+    unknown = executors.lost_row(point, None, ray.exceptions.WorkerCrashedError())
+    assert unknown["node"] == "" and "an unknown node" in unknown["reason"]
+
+
+# ---------------------------------------------------------------------------------- on a local Ray instance
+
+needs_ray = pytest.mark.skipif(not executors.ray_installed(), reason="Ray is not installed (pip install -e '.[ray]')")
+
+
+@needs_ray
+@pytest.mark.slow
+def test_both_executors_measure_the_same_rows(tmp_path):
+    """The same sweep (two models, two workloads, two lengths) through both executors: every cell
+    equal apart from the clocks, the timestamp and the node (results.RUN_VARYING_COLUMNS)."""
+    argv = TINY + ["--values", "8,16", "--models", "sasrec,lrurec", "--workload", "train,infer"]
+    local = run_sweep_cli(argv + ["--out", str(tmp_path / "local")])
+    out_local = local.communicate(timeout=600)[0]
+    assert local.returncode == 0, out_local
+    ray_run = run_sweep_cli(argv + ["--out", str(tmp_path / "ray"), "--executor", "ray"])
+    out_ray = ray_run.communicate(timeout=600)[0]
+    assert ray_run.returncode == 0, out_ray
+    assert "[8/8]" in out_ray and " on " in out_ray and "Ray: 1 node(s)" in out_ray
+    a, b = keyed(tmp_path / "local" / "results.csv"), keyed(tmp_path / "ray" / "results.csv")
+    assert len(a) == 8 and all(row["status"] == "ok" for row in a.values()) and a.keys() == b.keys()
+    assert differing_cells(a, b) == Counter()
+    assert {row["node"] for row in b.values()} == {results.node_name()}
+
+
+def _kill_first_task_worker(killed: list, stop: threading.Event) -> None:
+    """Kill (SIGKILL) the first Ray worker seen running a sweep point (`ray::sweep_point`)."""
+    while not stop.is_set():
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                if cmdline.read_bytes().startswith(b"ray::sweep_point"):
+                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                    killed.append(int(cmdline.parent.name))
+                    return
+            except (OSError, ValueError):
+                continue
+        time.sleep(0.05)
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_killed_worker_is_an_error_row_and_the_sweep_finishes(tmp_path):
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_first_task_worker, args=(killed, stop), daemon=True)
+    killer.start()
+    run = run_sweep_cli(TINY + ["--values", "8,16", "--models", "sasrec,lrurec", "--executor", "ray",
+                                "--out", str(tmp_path / "out")])
+    out = run.communicate(timeout=600)[0]
+    stop.set()
+    killer.join()
+    assert run.returncode == 0, out
+    assert len(killed) == 1, out
+    rows = keyed(tmp_path / "out" / "results.csv")
+    statuses = Counter(row["status"] for row in rows.values())
+    assert len(rows) == 4 and statuses == Counter(ok=3, error=1), out
+    (error,) = [row for row in rows.values() if row["status"] == "error"]
+    assert error["node"] == results.node_name()
+    assert error["reason"].startswith(f"Ray worker died on node {results.node_name()}: ")
+
+
+@needs_ray
+@pytest.mark.slow
+def test_resume_after_killing_the_driver_loses_and_duplicates_nothing(tmp_path):
+    argv = TINY + ["--values", "8,16,32", "--models", "sasrec,lrurec", "--executor", "ray", "--out", str(tmp_path / "out")]
+    csv_path = tmp_path / "out" / "results.csv"
+    driver = run_sweep_cli(argv)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (csv_path.exists() and len(results.read_rows(csv_path)) >= 1):
+        time.sleep(0.1)
+    driver.kill()  # SIGKILL: no clean-up of its own
+    driver.communicate()
+    before = keyed(csv_path)
+    assert 1 <= len(before) < 6
+    resumed = run_sweep_cli(argv + ["--resume"])
+    out = resumed.communicate(timeout=600)[0]
+    assert resumed.returncode == 0, out
+    assert f"resuming: {len(before)} of 6 points already in" in out
+    after = keyed(csv_path)  # keyed() fails on a duplicated point
+    assert len(after) == 6 and all(row["status"] == "ok" for row in after.values())
+    assert all(after[key] == row for key, row in before.items())  # the rows measured before the kill are kept as they were
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"bench-ray-{driver.pid}.json"))
