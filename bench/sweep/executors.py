@@ -162,12 +162,12 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None, threads: int, device: str, log=print):
+    def __init__(self, address: str | None, threads: int, device: str, log=print, predict: bool = False):
         if threads < 1:
             raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
                              "so every node runs it with the same thread count")
         self.address, self.threads, self.device, self._log = address, threads, device, log
-        self.on_gpu = device.startswith("cuda")
+        self.on_gpu = device.startswith("cuda") and not predict  # a predicted point runs on a CPU
         self.slots = 1
         self.peaks: dict = {}
         self._marker = None  # the local instance's record (record_local_instance)
@@ -244,7 +244,7 @@ class RayExecutor:
         perf_env, fingerprint = results.perf_env(), code_fingerprint()
         state = {}  # generator -> [point, where cells or None, monotonic start]
         for point in points:
-            gen = task.options(num_cpus=self.threads, num_gpus=1 if self.on_gpu and not point.predict else 0,
+            gen = task.options(num_cpus=self.threads, num_gpus=1 if self.on_gpu else 0,
                                num_returns="streaming", max_retries=0, retry_exceptions=False).remote(
                 point.to_json(), self.peaks, perf_env, fingerprint)
             state[gen] = [point, None, None]
@@ -376,10 +376,10 @@ def lost_row(point, where: dict | None, err: BaseException) -> dict:
     return row
 
 
-def make_executor(name: str, address: str | None, threads: int, device: str, log=print):
+def make_executor(name: str, address: str | None, threads: int, device: str, log=print, predict: bool = False):
     """The executor `--executor NAME` asks for (its context not yet entered)."""
     if name == "ray":
         if not ray_installed():
             raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
-        return RayExecutor(address, threads, device, log)
+        return RayExecutor(address, threads, device, log, predict)
     return LocalExecutor(log)

@@ -584,7 +584,7 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
         print(line, flush=True)
 
     try:
-        executor = make_executor(args.executor, args.ray_address, args.threads, points[0].device, log)
+        executor = make_executor(args.executor, args.ray_address, args.threads, points[0].device, log, args.predict)
         run_sweep(points, csv_path, args.resume, log=log, progress=sys.stdout, executor=executor)
     except UsageError as err:  # the Ray cluster could not be joined, or cannot run a point
         return cli.report_usage_error("bench.sweep", err)
