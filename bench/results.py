@@ -185,6 +185,25 @@ def row_key(row: dict) -> tuple:
     return tuple(str(row.get(c, "")) if c != "loss" else row_loss(row) for c in KEY_COLUMNS)
 
 
+def differing_cells(rows_a: list[dict], rows_b: list[dict]) -> tuple[dict[str, int], int]:
+    """Two measurements of the same points (results files read by `read_rows`): per column, how many
+    points differ in a cell outside RUN_VARYING_COLUMNS, and how many such cells were compared.
+    ValueError when the two do not hold the same points, each once."""
+    a, b = ({row_key(row): row for row in rows} for rows in (rows_a, rows_b))
+    if len(a) != len(rows_a) or len(b) != len(rows_b):
+        raise ValueError("a point has two rows")
+    if a.keys() != b.keys():
+        raise ValueError(f"the files hold other points: {len(a.keys() - b.keys())} only in the first, "
+                         f"{len(b.keys() - a.keys())} only in the second")
+    compared = [c for c in COLUMNS if c not in RUN_VARYING_COLUMNS]
+    counts: dict[str, int] = {}
+    for key in a:
+        for column in compared:
+            if a[key][column] != b[key][column]:
+                counts[column] = counts.get(column, 0) + 1
+    return counts, len(a) * len(compared)
+
+
 def row_loss(row: dict) -> str:
     """A row's train objective: its `loss` cell; a train row from before the column is `ce`; "" for
     infer and stream rows (they score the whole catalogue)."""

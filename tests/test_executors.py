@@ -35,13 +35,6 @@ def keyed(csv_path: Path) -> dict:
     return keyed
 
 
-def differing_cells(a: dict, b: dict) -> Counter:
-    """Per column, how many rows of two results files (same keys) differ, outside RUN_VARYING_COLUMNS."""
-    assert a.keys() == b.keys()
-    return Counter(column for key in a for column in results.COLUMNS
-                   if column not in results.RUN_VARYING_COLUMNS and a[key][column] != b[key][column])
-
-
 # ---------------------------------------------------------------------------------- without Ray
 
 
@@ -160,10 +153,26 @@ def test_both_executors_measure_the_same_rows(tmp_path):
     out_ray = ray_run.communicate(timeout=600)[0]
     assert ray_run.returncode == 0, out_ray
     assert "[8/8]" in out_ray and " on " in out_ray and "Ray: 1 node(s)" in out_ray
-    a, b = keyed(tmp_path / "local" / "results.csv"), keyed(tmp_path / "ray" / "results.csv")
-    assert len(a) == 8 and all(row["status"] == "ok" for row in a.values()) and a.keys() == b.keys()
-    assert differing_cells(a, b) == Counter()
-    assert {row["node"] for row in b.values()} == {results.node_name()}
+    a, b = (results.read_rows(tmp_path / run / "results.csv") for run in ("local", "ray"))
+    assert len(a) == 8 and all(row["status"] == "ok" for row in a)
+    differing, compared = results.differing_cells(a, b)
+    assert differing == {} and compared == 8 * (len(results.COLUMNS) - len(results.RUN_VARYING_COLUMNS))
+    assert {row["node"] for row in b} == {results.node_name()}
+
+
+def test_differing_cells_counts_what_two_runs_disagree_on():
+    shape = dict(seq_len=8, batch_size=2, n_layers=1, n_heads=1, d_model=8, n_items=20)
+    rows = [{**{c: "" for c in results.COLUMNS}, "model": "sasrec", "workload": "train", **{k: str(v) for k, v in shape.items()},
+             "seq_len": str(n), "status": "ok", "time_median_ms": "1.0", "tracked_peak_bytes": "100"} for n in (8, 16)]
+    other = [dict(row) for row in rows]
+    other[0]["time_median_ms"], other[1]["node"] = "2.0", "elsewhere"  # run-varying: not counted
+    assert results.differing_cells(rows, other)[0] == {}
+    other[1]["tracked_peak_bytes"] = "101"
+    assert results.differing_cells(rows, other)[0] == {"tracked_peak_bytes": 1}
+    with pytest.raises(ValueError, match="other points"):
+        results.differing_cells(rows, other[:1])
+    with pytest.raises(ValueError, match="two rows"):
+        results.differing_cells(rows + rows[:1], other)
 
 
 def _kill_first_task_worker(killed: list, stop: threading.Event) -> None:
