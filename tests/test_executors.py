@@ -131,6 +131,12 @@ def test_a_lost_task_is_an_error_row_naming_its_node():
     assert row["reason"].startswith("Ray worker died on node gpu-node-7: WorkerCrashedError")
     oom = executors.lost_row(point, {"node": "gpu-node-7"}, ray.exceptions.OutOfMemoryError("killed"))
     assert oom["status"] == "oom" and oom["reason"] == "killed by Ray's memory monitor on node gpu-node-7"
+    try:
+        raise ValueError("a bug in the task")
+    except ValueError as cause:
+        failed = executors.lost_row(point, {"node": "n1"}, ray.exceptions.RayTaskError("sweep_point", "tb", cause))
+    assert failed["status"] == "error"
+    assert failed["reason"] == "the point's Ray task failed on node n1: ValueError: a bug in the task"
     unknown = executors.lost_row(point, None, ray.exceptions.WorkerCrashedError())
     assert unknown["node"] == "" and "an unknown node" in unknown["reason"]
 
@@ -231,3 +237,16 @@ def test_resume_after_killing_the_driver_loses_and_duplicates_nothing(tmp_path):
     assert len(after) == 6 and all(row["status"] == "ok" for row in after.values())
     assert all(after[key] == row for key, row in before.items())  # the rows measured before the kill are kept as they were
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"bench-ray-{driver.pid}.json"))
+
+
+@needs_ray
+@pytest.mark.slow
+def test_a_cluster_that_cannot_hold_a_point_is_refused_before_anything_is_written(tmp_path):
+    threads = str((os.cpu_count() or 1) + 1)  # more CPUs than the local instance's one node has
+    run = run_sweep_cli(TINY[:-1] + [threads, "--values", "8", "--models", "sasrec", "--executor", "ray",
+                                     "--out", str(tmp_path / "out")])
+    out = run.communicate(timeout=300)[0]
+    assert run.returncode == 2, out
+    assert out.strip().splitlines()[-1].startswith("bench.sweep: error: no node of the Ray cluster can run a point: "
+                                                  f"each needs {threads} CPUs (--threads {threads}); the cluster has ")
+    assert not (tmp_path / "out").exists()

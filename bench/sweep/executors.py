@@ -162,11 +162,13 @@ class RayExecutor:
 
     name = "ray"
 
-    def __init__(self, address: str | None, threads: int, device: str, log=print, predict: bool = False):
+    def __init__(self, address: str | None, threads: int, device: str, dtype: str = "fp32", predict: bool = False,
+                 log=print):
         if threads < 1:
             raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
                              "so every node runs it with the same thread count")
-        self.address, self.threads, self.device, self._log = address, threads, device, log
+        self.address, self.threads, self.device, self.dtype, self.predict = address, threads, device, dtype, predict
+        self._log = log
         self.on_gpu = device.startswith("cuda") and not predict  # a predicted point runs on a CPU
         self.slots = 1
         self.peaks: dict = {}
@@ -195,6 +197,8 @@ class RayExecutor:
             self._marker = record_local_instance()
         try:
             self._check_capacity(ray)
+            if not self.predict:  # nothing is timed, so no utilisation
+                self.measure_peaks()
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -219,7 +223,7 @@ class RayExecutor:
         self._log(f"Ray: {len(self.nodes)} node(s) ({', '.join(n.get('NodeManagerHostname', '?') for n in self.nodes)}), "
                   f"{self.slots} point(s) at once ({self.threads} CPUs{' + 1 GPU' if self.on_gpu else ''} each)")
 
-    def measure_peaks(self, point) -> None:
+    def measure_peaks(self) -> None:
         """The device peak of every node, each measured by one task pinned to it (bench.measure.peak)."""
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -227,7 +231,7 @@ class RayExecutor:
         task = ray.remote(device_peak_probe)
         refs = [task.options(num_cpus=self.threads, num_gpus=1 if self.on_gpu else 0, max_retries=0,
                              scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
-                .remote(point.device, point.dtype, self.threads) for n in self.nodes]
+                .remote(self.device, self.dtype, self.threads) for n in self.nodes]
         names = {n["NodeID"]: n.get("NodeManagerHostname", "?") for n in self.nodes}
         for node_id, (peak, source) in ray.get(refs):
             self.peaks[node_id] = (peak, source)
@@ -238,8 +242,6 @@ class RayExecutor:
     def events(self, points) -> Iterator[Started | Finished]:
         import ray
 
-        if points and not points[0].predict:
-            self.measure_peaks(points[0])
         task = ray.remote(sweep_point)
         perf_env, fingerprint = results.perf_env(), code_fingerprint()
         state = {}  # generator -> [point, where cells or None, monotonic start]
@@ -371,15 +373,20 @@ def lost_row(point, where: dict | None, err: BaseException) -> dict:
     detail = " ".join(str(err).split())[:200]
     if isinstance(err, ray.exceptions.OutOfMemoryError):
         row["status"], row["reason"] = "oom", f"killed by Ray's memory monitor on {node}"
+    elif isinstance(err, ray.exceptions.RayTaskError):  # the task's own code raised (its worker lives)
+        cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
+        text = " ".join(str(cause).split())[:200]
+        row["status"], row["reason"] = "error", f"the point's Ray task failed on {node}: {type(cause).__name__}: {text}"
     else:
         row["status"], row["reason"] = "error", f"Ray worker died on {node}: {type(err).__name__}: {detail}"
     return row
 
 
-def make_executor(name: str, address: str | None, threads: int, device: str, log=print, predict: bool = False):
+def make_executor(name: str, address: str | None, threads: int, device: str, dtype: str = "fp32",
+                  predict: bool = False, log=print):
     """The executor `--executor NAME` asks for (its context not yet entered)."""
     if name == "ray":
         if not ray_installed():
             raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
-        return RayExecutor(address, threads, device, log, predict)
+        return RayExecutor(address, threads, device, dtype, predict, log)
     return LocalExecutor(log)

@@ -47,6 +47,7 @@ first call (compilation plus one step) is timed apart in `compile_time_s`, graph
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import dataclasses
 import os
@@ -346,8 +347,9 @@ def summary(row: dict) -> str:
 
 
 def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None, executor=None) -> list[dict]:
-    """Measure every point not yet in the CSV on `executor` (default: a LocalExecutor), appending a
-    row as each finishes: this process is the file's only writer, whatever runs the points.
+    """Measure every point not yet in the CSV on `executor` (an entered one, such as a RayExecutor;
+    default: a LocalExecutor made and closed here), appending a row as each finishes: this process
+    is the file's only writer, whatever runs the points.
     `progress`: a stream to draw a progress bar on (`Progress`) when it is a terminal; the log lines
     are the same with or without it."""
     from bench.sweep.executors import Finished, LocalExecutor
@@ -361,33 +363,33 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None, ex
     start, rows, spent = time.monotonic(), [], []
     left = list(todo)  # points without a row yet, in grid order
     running: dict = {}  # id(point) -> its description, in the order they started
-    with Progress(len(todo), progress, log) as bar:
-        executor = executor or LocalExecutor(log=bar.log)
+    with Progress(len(todo), progress, log) as bar, contextlib.ExitStack() as stack:
+        if executor is None:
+            executor = stack.enter_context(LocalExecutor(log=bar.log))
         several = executor.name != "local"
-        with executor:
-            for event in executor.events(todo):
-                point = event.point
-                if not isinstance(event, Finished):
-                    running[id(point)] = describe(point) + (f" on {event.node}" if several else "")
-                    bar.start(now_running(running), estimate_remaining_s(spent, left, executor.slots) if spent else None)
-                    continue
-                running.pop(id(point), None)
-                left.remove(point)
-                row = event.row
-                spent.append((point, event.seconds))
-                i = len(spent)
-                unknown = sorted(set(row) - set(results.COLUMNS))
-                if unknown:  # a child from other code than this parent (the tree changed mid-run)
-                    bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
-                    row = {k: v for k, v in row.items() if k in results.COLUMNS}
-                results.append_row(csv_path, row)
-                rows.append(row)
-                elapsed = time.monotonic() - start
-                eta = estimate_remaining_s(spent, left, executor.slots)
-                where = f" on {row.get('node') or 'an unknown node'}" if several else ""
-                bar.log(f"[{i}/{len(todo)}] {describe(point)}{where}: {summary(row)} "
-                        f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
-                bar.finish_point(eta, now_running(running) if running else None)
+        for event in executor.events(todo):
+            point = event.point
+            if not isinstance(event, Finished):
+                running[id(point)] = describe(point) + (f" on {event.node}" if several else "")
+                bar.start(now_running(running), estimate_remaining_s(spent, left, executor.slots) if spent else None)
+                continue
+            running.pop(id(point), None)
+            left.remove(point)
+            row = event.row
+            spent.append((point, event.seconds))
+            i = len(spent)
+            unknown = sorted(set(row) - set(results.COLUMNS))
+            if unknown:  # a child from other code than this parent (the tree changed mid-run)
+                bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
+                row = {k: v for k, v in row.items() if k in results.COLUMNS}
+            results.append_row(csv_path, row)
+            rows.append(row)
+            elapsed = time.monotonic() - start
+            eta = estimate_remaining_s(spent, left, executor.slots)
+            where = f" on {row.get('node') or 'an unknown node'}" if several else ""
+            bar.log(f"[{i}/{len(todo)}] {describe(point)}{where}: {summary(row)} "
+                    f"(elapsed {clock(elapsed)}, ETA {clock(eta)})")
+            bar.finish_point(eta, now_running(running) if running else None)
     return rows
 
 
@@ -522,17 +524,34 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {i:3d}. {describe(point)} B={point.batch_size} L={point.seq_len} "
                   f"layers={point.n_layers} heads={point.n_heads} d={point.d_model}")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    folder_lock = FileLock(out / SWEEP_LOCK_NAME, timeout=0)
-    try:
-        folder_lock.acquire()
-    except Timeout:
-        return cli.report_usage_error("bench.sweep", UsageError(
-            f"{out} is being written by another running sweep; wait for it to end (then --resume) or use another --out"))
-    try:
-        return _run_locked(argv, args, preset, points, out, csv_path)
-    finally:
-        folder_lock.release()
+    from bench.sweep.executors import make_executor, remove_orphaned_ray_instances
+
+    orphans = remove_orphaned_ray_instances()
+    if orphans:
+        print(f"stopped {len(orphans)} process(es) a killed sweep's local Ray instance left running", flush=True)
+    with contextlib.ExitStack() as stack:
+        executor = None  # the local executor is made by run_sweep, beside its progress bar
+        if args.executor != "local":  # joined (or started) and checked before anything is written
+            try:
+                executor = stack.enter_context(make_executor(
+                    args.executor, args.ray_address, args.threads, points[0].device, args.dtype, args.predict, _log))
+            except UsageError as err:  # the cluster could not be joined, or no node can run a point
+                return cli.report_usage_error("bench.sweep", err)
+        out.mkdir(parents=True, exist_ok=True)
+        folder_lock = FileLock(out / SWEEP_LOCK_NAME, timeout=0)
+        try:
+            folder_lock.acquire()
+        except Timeout:
+            return cli.report_usage_error("bench.sweep", UsageError(
+                f"{out} is being written by another running sweep; wait for it to end (then --resume) or use another --out"))
+        try:
+            return _run_locked(argv, args, preset, points, out, csv_path, executor)
+        finally:
+            folder_lock.release()
+
+
+def _log(line: str) -> None:
+    print(line, flush=True)
 
 
 def with_device_peak(points: list) -> list:
@@ -558,10 +577,9 @@ def sweep_writes(name: str) -> bool:
     return name == "results.csv" or (name.endswith(".png") and name.startswith(("time_", "memory_")))
 
 
-def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
+def _run_locked(argv, args, preset, points, out: Path, csv_path: Path, executor=None) -> int:
     """The sweep proper, while this process holds the folder's lock: clean what a killed sweep
     left, record the command, measure, redraw the figures."""
-    from bench.sweep.executors import remove_orphaned_ray_instances
     from bench.sweep.runner import remove_orphaned_point_dirs
 
     if csv_path.exists() and not args.resume:  # another sweep finished here since `plan` looked
@@ -572,22 +590,11 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path) -> int:
     stale = results.remove_stale_temporaries(out, sweep_writes) + remove_orphaned_point_dirs()
     if stale:
         print(f"removed what a killed sweep left: {', '.join(p.name for p in stale)}", flush=True)
-    orphans = remove_orphaned_ray_instances()
-    if orphans:
-        print(f"stopped {len(orphans)} process(es) a killed sweep's local Ray instance left running", flush=True)
     with open(out / "command.txt", "a") as handle:  # a resumed run appends its own command
         handle.write(f"{results.utc_now()}  python -m bench.sweep {shlex.join(argv)}\n")
     print(f"{len(points)} points (preset {preset.name}, device {points[0].device}) -> {csv_path}", flush=True)
-    from bench.sweep.executors import make_executor
-
-    def log(line):
-        print(line, flush=True)
-
     try:
-        executor = make_executor(args.executor, args.ray_address, args.threads, points[0].device, log, args.predict)
-        run_sweep(points, csv_path, args.resume, log=log, progress=sys.stdout, executor=executor)
-    except UsageError as err:  # the Ray cluster could not be joined, or cannot run a point
-        return cli.report_usage_error("bench.sweep", err)
+        run_sweep(points, csv_path, args.resume, log=_log, progress=sys.stdout, executor=executor)
     except KeyboardInterrupt:
         print(f"interrupted: finished rows are kept in {csv_path}; rerun with --resume", file=sys.stderr)
         return 130
