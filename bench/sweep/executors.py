@@ -7,8 +7,9 @@ began on a node) and then `Finished` (its row and the seconds it took, seen from
 
 - `LocalExecutor`: today's loop, one point at a time, forked from the point server.
 - `RayExecutor` (`--executor ray`): every point is one Ray task that runs `run_isolated` on the node
-  Ray picks and yields twice (a streaming generator): first where it runs (host name, device name,
-  torch, Python, commit), then its row. Resources per task: `--threads` CPUs, plus one GPU on CUDA,
+  Ray picks, a streaming generator: it yields its host name at once, then where it runs (device
+  name, torch, Python, commit), then its row. The driver joins (or starts) Ray and checks that
+  some node can hold a point before the sweep writes anything. Resources per task: `--threads` CPUs, plus one GPU on CUDA,
   so no two points share a GPU or a core. No retries: a task whose worker dies (killed, its node
   lost) becomes an `error` row naming the node it ran on (`oom` when Ray's memory monitor killed it).
   The child's performance environment (results.PERF_ENV_VARS) is the driver's, not what Ray sets in
