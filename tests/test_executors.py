@@ -250,3 +250,24 @@ def test_a_cluster_that_cannot_hold_a_point_is_refused_before_anything_is_writte
     assert out.strip().splitlines()[-1].startswith("bench.sweep: error: no node of the Ray cluster can run a point: "
                                                   f"each needs {threads} CPUs (--threads {threads}); the cluster has ")
     assert not (tmp_path / "out").exists()
+
+
+def test_an_address_where_nothing_answers_is_refused_at_once():
+    """Ray would retry an unanswered address for minutes (823 s for 127.0.0.1:1 here)."""
+    import socket
+
+    from bench.cli import UsageError
+
+    listening = socket.create_server(("127.0.0.1", 0))
+    port = listening.getsockname()[1]
+    executors.check_reachable(f"127.0.0.1:{port}")  # something answers
+    executors.check_reachable(f"ray://127.0.0.1:{port}")
+    executors.check_reachable("auto")  # Ray finds it (or says in one line that it cannot)
+    listening.close()
+    began = time.monotonic()
+    with pytest.raises(UsageError, match=f"--ray-address 127.0.0.1:{port}: nothing answers there"):
+        executors.check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - began < 10
+    for bad in ("", "head-node", "head:port"):
+        with pytest.raises(UsageError, match="is not `auto` or HOST:PORT"):
+            executors.check_reachable(bad)

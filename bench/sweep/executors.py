@@ -188,6 +188,7 @@ class RayExecutor:
             os.environ.setdefault("RAY_task_oom_retries", "0")  # a point killed for memory is an oom row, not rerun
             kwargs.update(address="local")
         else:
+            check_reachable(self.address)
             kwargs.update(address=self.address)
         try:
             ray.init(**kwargs)
@@ -381,6 +382,24 @@ def lost_row(point, where: dict | None, err: BaseException) -> dict:
     else:
         row["status"], row["reason"] = "error", f"Ray worker died on {node}: {type(err).__name__}: {detail}"
     return row
+
+
+def check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """UsageError unless `address` is `auto` or a HOST:PORT (optionally ray://) that accepts a TCP
+    connection within `timeout_s`: Ray itself retries an unanswered address for minutes (823 s
+    for 127.0.0.1:1 with Ray 2.60), logging a warning every few seconds."""
+    import socket
+
+    if address == "auto":
+        return
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r} is not `auto` or HOST:PORT (such as 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise UsageError(f"--ray-address {address}: nothing answers there ({err.strerror or err}); start the "
+                         "cluster's head with `ray start --head`, or give its address") from None
 
 
 def make_executor(name: str, address: str | None, threads: int, device: str, dtype: str = "fp32",
