@@ -261,7 +261,8 @@ def test_an_address_where_nothing_answers_is_refused_at_once():
     listening = socket.create_server(("127.0.0.1", 0))
     port = listening.getsockname()[1]
     executors.check_reachable(f"127.0.0.1:{port}")  # something answers
-    executors.check_reachable(f"ray://127.0.0.1:{port}")
+    with pytest.raises(UsageError, match=r"Ray Client \(ray://\) is not supported"):
+        executors.check_reachable(f"ray://127.0.0.1:{port}")
     executors.check_reachable("auto")  # Ray finds it (or says in one line that it cannot)
     listening.close()
     began = time.monotonic()
@@ -271,3 +272,26 @@ def test_an_address_where_nothing_answers_is_refused_at_once():
     for bad in ("", "head-node", "head:port"):
         with pytest.raises(UsageError, match="is not `auto` or HOST:PORT"):
             executors.check_reachable(bad)
+
+
+@needs_ray
+@pytest.mark.slow
+@pytest.mark.parametrize("moment, sig", [("while Ray starts", signal.SIGTERM), ("while Ray starts", signal.SIGINT),
+                                         ("while points run", signal.SIGTERM)])
+def test_an_interrupted_ray_sweep_exits_130_and_stops_its_instance(moment, sig, tmp_path):
+    """ray.init installs its own SIGTERM handler and Ray's C++ one aborts (exit 134 or 15 before the
+    fix, 139 for a Ctrl-C inside ray.init): the sweep must keep its own interrupt path."""
+    csv_path = tmp_path / "out" / "results.csv"
+    driver = run_sweep_cli(TINY + ["--values", "8,16", "--models", "sasrec,lrurec", "--executor", "ray",
+                                   "--out", str(tmp_path / "out")])
+    if moment == "while Ray starts":
+        time.sleep(2.5)
+    else:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (csv_path.exists() and results.read_rows(csv_path)):
+            time.sleep(0.1)
+    driver.send_signal(sig)
+    out = driver.communicate(timeout=120)[0]
+    assert driver.returncode == 130, out
+    assert "Traceback" not in out and "SIGTERM received" not in out
+    assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"bench-ray-{driver.pid}.json"))

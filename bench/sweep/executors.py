@@ -26,13 +26,15 @@ import contextlib
 import dataclasses
 import hashlib
 import os
+import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
 from bench import results
-from bench.cli import UsageError
+from bench.cli import UsageError, available_cpus
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS = ("local", "ray")
@@ -117,6 +119,9 @@ def child_environ(driver_perf_env: dict[str, str], on_gpu: bool) -> dict[str, st
     return environ
 
 
+_LATE_PEAKS: dict = {}  # in a Ray worker: the peaks it measured itself (node id, device, dtype, threads)
+
+
 def sweep_point(point_json: str, peaks: dict, driver_perf_env: dict, fingerprint: str):
     """The Ray task of one point, a streaming generator of three items: {"node"} at once (before
     torch is imported, so a worker killed seconds later is still named), then `where_cells`, then
@@ -139,9 +144,11 @@ def sweep_point(point_json: str, peaks: dict, driver_perf_env: dict, fingerprint
         yield row
         return
     if not point.predict:
-        peak = peaks.get(ray.get_runtime_context().get_node_id())
-        if peak is None:  # a node that joined after the sweep began
+        node_id = ray.get_runtime_context().get_node_id()
+        peak = peaks.get(node_id) or _LATE_PEAKS.get((node_id, point.device, point.dtype, point.threads))
+        if peak is None:  # a node that joined after the sweep began: once per worker process
             peak = device_peak(point.device, where["device_name"], point.dtype, point.threads)
+            _LATE_PEAKS[(node_id, point.device, point.dtype, point.threads)] = peak
         point = dataclasses.replace(point, peak_tflops=peak[0], peak_source=peak[1])
     on_gpu = point.device.startswith("cuda") and not point.predict
     yield runner.run_isolated(point, environ=child_environ(driver_perf_env, on_gpu))
@@ -155,6 +162,14 @@ def device_peak_probe(device: str, dtype: str, threads: int):
     from bench.measure.peak import device_peak
 
     return ray.get_runtime_context().get_node_id(), device_peak(device, device_name(device, False), dtype, threads)
+
+
+PEAK_PROBE_TIMEOUT_S = 300  # a node too busy to run the calibration in this time gets no peak
+
+
+def plain(err: BaseException | str) -> str:
+    """An error's text on one line without the terminal colour codes Ray puts in task errors."""
+    return " ".join(re.sub(r"\x1b\[[0-9;]*m", "", str(err)).split())
 
 
 class RayExecutor:
@@ -180,24 +195,55 @@ class RayExecutor:
     def __enter__(self):
         import logging
 
+        # Ray's C++ failure handler would take SIGTERM from the sweep (printing a stack, then abort:
+        # exit 134, no clean-up); read when ray is imported, so set before
+        os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         import ray
 
         kwargs = dict(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
         if self.address is None:  # a local instance of this machine, stopped when the sweep ends
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             os.environ.setdefault("RAY_task_oom_retries", "0")  # a point killed for memory is an oom row, not rerun
-            kwargs.update(address="local")
+            # the CPUs this process may use (its affinity mask, as the local executor), not all the machine's
+            kwargs.update(address="local", num_cpus=available_cpus())
         else:
             check_reachable(self.address)
             kwargs.update(address=self.address)
+        # Ctrl-C or SIGTERM while Ray starts: held until ray.init returns (an interrupt inside it crashed
+        # the interpreter, or left Ray's agents running unrecorded), then taken as usual; a second one
+        # interrupts at once. ray.init also
+        # installs its own SIGTERM handler (sys.exit), which would skip the sweep's clean exit (130).
+        held: list[int] = []
+
+        def hold(signum, frame):
+            if held:  # a second one: the user insists (Ray may be stuck starting)
+                raise KeyboardInterrupt(f"signal {signum}")
+            held.append(signum)
+
+        handlers = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+        # ray.init (and the head node it starts) replace the SIGTERM handler with one that exits, and a
+        # SIGTERM that lands in some of its steps was swallowed (the sweep then ran on): keep ours
+        utils = getattr(getattr(ray, "_private", None), "utils", None)
+        set_sigterm_handler = getattr(utils, "set_sigterm_handler", None)
+        if set_sigterm_handler is not None:
+            utils.set_sigterm_handler = lambda handler: None
         try:
             ray.init(**kwargs)
+            if self.address is None:
+                self._marker = record_local_instance()
+        except SystemExit:  # a Ray whose handler was not kept out: its exit is the sweep's interrupt
+            held.append(signal.SIGTERM)
         except (ConnectionError, RuntimeError, ValueError) as err:
             where = "start a local Ray instance" if self.address is None else f"connect to the Ray cluster at {self.address}"
-            raise UsageError(f"could not {where}: {' '.join(str(err).split())}") from None
-        if self.address is None:
-            self._marker = record_local_instance()
+            raise UsageError(f"could not {where}: {plain(err)}") from None
+        finally:
+            if set_sigterm_handler is not None:
+                utils.set_sigterm_handler = set_sigterm_handler
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
         try:
+            if held:
+                raise KeyboardInterrupt(f"signal {held[0]}")
             self._check_capacity(ray)
             if not self.predict:  # nothing is timed, so no utilisation
                 self.measure_peaks()
@@ -234,11 +280,17 @@ class RayExecutor:
         refs = [task.options(num_cpus=self.threads, num_gpus=1 if self.on_gpu else 0, max_retries=0,
                              scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(self.device, self.dtype, self.threads) for n in self.nodes]
-        names = {n["NodeID"]: n.get("NodeManagerHostname", "?") for n in self.nodes}
-        for node_id, (peak, source) in ray.get(refs):
+        for node, ref in zip(self.nodes, refs):
+            name = node.get("NodeManagerHostname", "?")
+            try:
+                node_id, (peak, source) = ray.get(ref, timeout=PEAK_PROBE_TIMEOUT_S)
+            except (ray.exceptions.RayError, ValueError) as err:  # its rows then say so (peak_source)
+                with contextlib.suppress(Exception):
+                    ray.cancel(ref, force=True)
+                node_id, peak, source = node["NodeID"], None, f"not measured on {name}: {type(err).__name__}: {plain(err)[:150]}"
             self.peaks[node_id] = (peak, source)
             shown = "unknown" if peak is None else f"{peak:.3f} TFLOP/s"
-            self._log(f"device peak on {names.get(node_id, node_id[:8])}: {shown} ({source})")
+            self._log(f"device peak on {name}: {shown} ({source})")
 
     # ------------------------------------------------------------------ run
     def events(self, points) -> Iterator[Started | Finished]:
@@ -372,12 +424,12 @@ def lost_row(point, where: dict | None, err: BaseException) -> dict:
         node = f"node {where['node']}"
     else:
         row["node"] = ""
-    detail = " ".join(str(err).split())[:200]
+    detail = plain(err)[:200]
     if isinstance(err, ray.exceptions.OutOfMemoryError):
         row["status"], row["reason"] = "oom", f"killed by Ray's memory monitor on {node}"
     elif isinstance(err, ray.exceptions.RayTaskError):  # the task's own code raised (its worker lives)
         cause = err.cause if isinstance(getattr(err, "cause", None), BaseException) else err
-        text = " ".join(str(cause).split())[:200]
+        text = plain(cause)[:200]
         row["status"], row["reason"] = "error", f"the point's Ray task failed on {node}: {type(cause).__name__}: {text}"
     else:
         row["status"], row["reason"] = "error", f"Ray worker died on {node}: {type(err).__name__}: {detail}"
@@ -392,7 +444,10 @@ def check_reachable(address: str, timeout_s: float = 10.0) -> None:
 
     if address == "auto":
         return
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if address.startswith("ray://"):
+        raise UsageError(f"--ray-address {address}: Ray Client (ray://) is not supported; run the sweep on a node of the "
+                         "cluster with --ray-address auto (or the head's HOST:PORT)")
+    host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit():
         raise UsageError(f"--ray-address {address!r} is not `auto` or HOST:PORT (such as 10.0.0.1:6379)")
     try:

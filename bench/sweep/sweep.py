@@ -596,7 +596,8 @@ def _run_locked(argv, args, preset, points, out: Path, csv_path: Path, executor=
     try:
         run_sweep(points, csv_path, args.resume, log=_log, progress=sys.stdout, executor=executor)
     except KeyboardInterrupt:
-        print(f"interrupted: finished rows are kept in {csv_path}; rerun with --resume", file=sys.stderr)
+        kept = f"finished rows are kept in {csv_path}" if csv_path.exists() else "no point had finished"
+        print(f"interrupted: {kept}; rerun with --resume", file=sys.stderr)
         return 130
     finally:
         if csv_path.exists():
