@@ -9,9 +9,12 @@ began on a node) and then `Finished` (its row and the seconds it took, seen from
 - `RayExecutor` (`--executor ray`): every point is one Ray task that runs `run_isolated` on the node
   Ray picks, a streaming generator: it yields its host name at once, then where it runs (device
   name, torch, Python, commit), then its row. The driver joins (or starts) Ray and checks that
-  some node can hold a point before the sweep writes anything. Resources per task: `--threads` CPUs, plus one GPU on CUDA,
-  so no two points share a GPU or a core. No retries: a task whose worker dies (killed, its node
-  lost) becomes an `error` row naming the node it ran on (`oom` when Ray's memory monitor killed it).
+  some node can hold a point before the sweep writes anything. Resources per task: `--threads`
+  CPUs, plus one GPU on CUDA, so no two points share a GPU and a node runs at most CPUs / threads
+  at once (Ray counts CPUs; it does not pin cores). No retries: a task whose worker dies (killed,
+  its node lost) becomes an `error` row naming the node it ran on (`oom` when Ray's memory monitor
+  killed it); one whose own code raised says so. An interrupt (Ctrl-C, SIGTERM) is the sweep's own
+  at any moment, also while Ray starts (`RayExecutor.__enter__`).
   The child's performance environment (results.PERF_ENV_VARS) is the driver's, not what Ray sets in
   its workers (OMP_NUM_THREADS), so a row reads the same through either executor; on CUDA,
   CUDA_VISIBLE_DEVICES is Ray's choice of GPU and is not recorded (bench.grid.Point.executor).
@@ -151,7 +154,29 @@ def sweep_point(point_json: str, peaks: dict, driver_perf_env: dict, fingerprint
             _LATE_PEAKS[(node_id, point.device, point.dtype, point.threads)] = peak
         point = dataclasses.replace(point, peak_tflops=peak[0], peak_source=peak[1])
     on_gpu = point.device.startswith("cuda") and not point.predict
-    yield runner.run_isolated(point, environ=child_environ(driver_perf_env, on_gpu))
+    environ = child_environ(driver_perf_env, on_gpu)
+    # a CPU point forks from this worker's point server, as the local executor's do; a GPU point
+    # starts afresh (Ray may give a reused worker another GPU, and the server's environment is fixed)
+    server = None if on_gpu else worker_point_server(environ)
+    yield runner.run_isolated(point, server, environ=environ)
+
+
+_WORKER_SERVER: list = []  # in a Ray worker: its PointServer, kept for the tasks it runs next
+
+
+def worker_point_server(environ: dict):
+    """This Ray worker's point server (bench.sweep.runner.PointServer) for `environ`, started on its
+    first point and kept while the worker lives (it dies with the worker: parent-death signal);
+    None where the sweep would not use one (`runner.server_wanted`) or it cannot start."""
+    from bench.sweep import runner
+
+    if not runner.server_wanted():
+        return None
+    if _WORKER_SERVER and (_WORKER_SERVER[0].environ != environ or not _WORKER_SERVER[0].alive):
+        _WORKER_SERVER.pop().close()
+    if not _WORKER_SERVER:
+        _WORKER_SERVER.append(runner.PointServer(environ=environ))
+    return _WORKER_SERVER[0] if _WORKER_SERVER[0].alive else None
 
 
 def device_peak_probe(device: str, dtype: str, threads: int):
@@ -162,6 +187,45 @@ def device_peak_probe(device: str, dtype: str, threads: int):
     from bench.measure.peak import device_peak
 
     return ray.get_runtime_context().get_node_id(), device_peak(device, device_name(device, False), dtype, threads)
+
+
+def init_holding_interrupts(ray, kwargs: dict, address: str | None, then=None) -> tuple[list[int], object]:
+    """`ray.init(**kwargs)`, then `then()` (its result returned beside the signals held; the local
+    instance's record), with the sweep's interrupts held: a Ctrl-C or SIGTERM that arrives while
+    Ray starts is returned (the signals held) for the caller to take once Ray is up, so that it can
+    stop it; a second one interrupts at once (Ray may be stuck). Without this, a Ctrl-C inside
+    ray.init crashed the interpreter (exit 139) or left Ray's agents running unrecorded, and a
+    SIGTERM met the handler ray.init installs (`sys.exit`: exit 15, or swallowed by one of its
+    steps, the sweep running on). UsageError when Ray cannot start or be joined."""
+    held: list[int] = []
+
+    def hold(signum, frame):
+        if held:
+            raise KeyboardInterrupt(f"signal {signum}")
+        held.append(signum)
+
+    handlers = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    utils = getattr(getattr(ray, "_private", None), "utils", None)  # where ray.init sets its SIGTERM handler
+    set_sigterm_handler = getattr(utils, "set_sigterm_handler", None)
+    if set_sigterm_handler is not None:
+        utils.set_sigterm_handler = lambda handler: None
+    done = None
+    try:
+        ray.init(**kwargs)
+        done = then() if then is not None else None
+    except SystemExit:  # a Ray that set its handler elsewhere: its exit is the sweep's interrupt
+        held.append(signal.SIGTERM)
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        where = "start a local Ray instance" if address is None else f"connect to the Ray cluster at {address}"
+        raise UsageError(f"could not {where}: {plain(err)}") from None
+    finally:
+        if set_sigterm_handler is not None:
+            utils.set_sigterm_handler = set_sigterm_handler
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return held, done
 
 
 PEAK_PROBE_TIMEOUT_S = 300  # a node too busy to run the calibration in this time gets no peak
@@ -196,7 +260,8 @@ class RayExecutor:
         import logging
 
         # Ray's C++ failure handler would take SIGTERM from the sweep (printing a stack, then abort:
-        # exit 134, no clean-up); read when ray is imported, so set before
+        # exit 134, no clean-up); read when ray is imported, so set before (the local instance's
+        # processes inherit it: a crashing Ray process prints no stack)
         os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
         import ray
 
@@ -209,38 +274,8 @@ class RayExecutor:
         else:
             check_reachable(self.address)
             kwargs.update(address=self.address)
-        # Ctrl-C or SIGTERM while Ray starts: held until ray.init returns (an interrupt inside it crashed
-        # the interpreter, or left Ray's agents running unrecorded), then taken as usual; a second one
-        # interrupts at once. ray.init also
-        # installs its own SIGTERM handler (sys.exit), which would skip the sweep's clean exit (130).
-        held: list[int] = []
-
-        def hold(signum, frame):
-            if held:  # a second one: the user insists (Ray may be stuck starting)
-                raise KeyboardInterrupt(f"signal {signum}")
-            held.append(signum)
-
-        handlers = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
-        # ray.init (and the head node it starts) replace the SIGTERM handler with one that exits, and a
-        # SIGTERM that lands in some of its steps was swallowed (the sweep then ran on): keep ours
-        utils = getattr(getattr(ray, "_private", None), "utils", None)
-        set_sigterm_handler = getattr(utils, "set_sigterm_handler", None)
-        if set_sigterm_handler is not None:
-            utils.set_sigterm_handler = lambda handler: None
-        try:
-            ray.init(**kwargs)
-            if self.address is None:
-                self._marker = record_local_instance()
-        except SystemExit:  # a Ray whose handler was not kept out: its exit is the sweep's interrupt
-            held.append(signal.SIGTERM)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = "start a local Ray instance" if self.address is None else f"connect to the Ray cluster at {self.address}"
-            raise UsageError(f"could not {where}: {plain(err)}") from None
-        finally:
-            if set_sigterm_handler is not None:
-                utils.set_sigterm_handler = set_sigterm_handler
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
+        held, self._marker = init_holding_interrupts(
+            ray, kwargs, self.address, then=record_local_instance if self.address is None else None)
         try:
             if held:
                 raise KeyboardInterrupt(f"signal {held[0]}")

@@ -160,13 +160,13 @@ def _child_env(environ: dict[str, str | None] | None = None) -> dict[str, str]:
 
 def run_isolated(point: Point, server: PointServer | None = None, environ: dict[str, str | None] | None = None) -> dict:
     """Measure `point` in a child process and return its row (never raises for the child's fate).
-    With a running `server` (and no --compile, no `environ`) the child is forked from it, else
-    started afresh with `environ` applied to this process's environment (None removes a variable;
-    bench.sweep.executors sets the driver's performance variables this way)."""
+    With a running `server` started with the same `environ` (and no --compile) the child is forked
+    from it, else started afresh with `environ` applied to this process's environment (None removes
+    a variable; bench.sweep.executors sets the driver's performance variables this way)."""
     with tempfile.TemporaryDirectory(prefix=f"{POINT_DIR_PREFIX}{os.getpid()}-") as tmp:
         spec_path, row_path, err_path = Path(tmp, "point.json"), Path(tmp, "row.json"), Path(tmp, "stderr")
         spec_path.write_text(point.to_json())
-        if server is not None and server.alive and not point.compile and environ is None:
+        if server is not None and server.alive and not point.compile and server.environ == environ:
             ended = server.run(spec_path, row_path, err_path, point.mem_limit_gib, point.time_limit_s)
             if ended is not None:
                 returncode, timed_out = ended
@@ -229,17 +229,18 @@ class PointServer:
     when the server cannot be used any more (it did not start, it died, a request failed); the
     caller then starts points afresh. Always `close()` it (or use `point_server()`)."""
 
-    def __init__(self, log=None):
+    def __init__(self, log=None, environ: dict[str, str | None] | None = None):
         self.alive = False
         self.proc = None
         self.folder = Path(tempfile.mkdtemp(prefix=f"{POINT_DIR_PREFIX}{os.getpid()}-server-"))
         self._log = log
+        self.environ = environ  # applied to its environment, which every forked point inherits (run_isolated)
         err = open(self.folder / "stderr", "w")
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.sweep.point", "--serve", str(self.folder)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, bufsize=0, cwd=REPO_ROOT,
-                env=_child_env(), start_new_session=True, preexec_fn=_child_setup(None, os.getpid()))
+                env=_child_env(environ), start_new_session=True, preexec_fn=_child_setup(None, os.getpid()))
         except OSError as exc:
             self._give_up(f"could not start ({exc})")
             return
