@@ -45,6 +45,8 @@ def timed(argv: list[str], out: Path) -> float:
 
 
 def kill_first_worker(killed: list, stop: threading.Event) -> None:
+    """SIGKILL the first Ray worker seen running a sweep point (`ray::sweep_point`); its pid goes
+    into `killed`. Polls /proc every 50 ms until then or until `stop` is set."""
     while not stop.is_set():
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:

@@ -181,25 +181,21 @@ def test_differing_cells_counts_what_two_runs_disagree_on():
         results.differing_cells(rows + rows[:1], other)
 
 
-def _kill_first_task_worker(killed: list, stop: threading.Event) -> None:
-    """Kill (SIGKILL) the first Ray worker seen running a sweep point (`ray::sweep_point`)."""
-    while not stop.is_set():
-        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-            try:
-                if cmdline.read_bytes().startswith(b"ray::sweep_point"):
-                    os.kill(int(cmdline.parent.name), signal.SIGKILL)
-                    killed.append(int(cmdline.parent.name))
-                    return
-            except (OSError, ValueError):
-                continue
-        time.sleep(0.05)
+def _kill_first_worker():
+    """scripts/compare_executors.py's killer, which the closing figures used too."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_executors", REPO / "scripts" / "compare_executors.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.kill_first_worker
 
 
 @needs_ray
 @pytest.mark.slow
 def test_a_killed_worker_is_an_error_row_and_the_sweep_finishes(tmp_path):
     killed, stop = [], threading.Event()
-    killer = threading.Thread(target=_kill_first_task_worker, args=(killed, stop), daemon=True)
+    killer = threading.Thread(target=_kill_first_worker(), args=(killed, stop), daemon=True)
     killer.start()
     run = run_sweep_cli(TINY + ["--values", "8,16", "--models", "sasrec,lrurec", "--executor", "ray",
                                 "--out", str(tmp_path / "out")])
