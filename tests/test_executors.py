@@ -102,6 +102,44 @@ def test_eta_is_shared_among_the_points_measured_at_once():
     assert sweep.estimate_remaining_s(spent, points[1:2], slots=4) == pytest.approx(4.0)  # one point: no sharing
 
 
+def test_the_driver_writes_rows_as_points_finish_on_several_nodes(tmp_path, monkeypatch):
+    """run_sweep over an executor that runs two points at once on two nodes and finishes them out
+    of order: rows in the order they finished, each log line naming its node, the bar showing what
+    still runs, a point lost before it started without a node."""
+    import io
+
+    from bench.sweep.executors import Finished, Started
+    from bench.sweep.point import base_row
+
+    monkeypatch.setenv("TERM", "xterm")
+    shape = dict(batch_size=2, n_layers=1, n_heads=1, d_model=8, n_items=20)
+    a, b, c = (Point("linrec", (), "train", "seq_len", seq_len=n, **shape) for n in (4, 8, 16))
+
+    class TwoNodes:
+        name, slots = "fake", 2
+
+        def events(self, points):
+            row = lambda p, node, status="ok": dict(base_row(p), node=node, status=status, time_median_ms=1.0)  # noqa: E731
+            yield Started(a, "n1")
+            yield Started(b, "n2")
+            yield Finished(b, row(b, "n2"), 2.0)
+            yield Finished(a, row(a, "n1"), 3.0)
+            yield Finished(c, row(c, "", "error"), None)  # lost before it started
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    stream = Terminal()
+    rows = sweep.run_sweep([a, b, c], tmp_path / "results.csv", False, progress=stream, executor=TwoNodes())
+    assert [r["seq_len"] for r in rows] == [8, 4, 16]
+    assert [r["seq_len"] for r in results.read_rows(tmp_path / "results.csv")] == ["8", "4", "16"]
+    drawn = stream.getvalue()
+    assert "now linrec train seq_len=4 on n1 (+1 more)" in drawn
+    assert "[1/3] linrec train seq_len=8 on n2: ok 1.0 ms" in drawn and "[2/3] linrec train seq_len=4 on n1: ok" in drawn
+    assert "[3/3] linrec train seq_len=16 on an unknown node: error" in drawn
+
+
 def test_a_dead_drivers_ray_processes_are_stopped_and_no_other(tmp_path):
     """The record of a dead driver's local instance: its processes are killed only while their start
     time is the one recorded (a reused pid is never touched); a live driver's record is kept."""

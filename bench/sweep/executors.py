@@ -52,7 +52,7 @@ class Started(NamedTuple):
 class Finished(NamedTuple):
     point: object
     row: dict
-    seconds: float  # from Started to Finished, on the driver's clock (the ETA's unit of cost)
+    seconds: float | None  # from Started to Finished, on the driver's clock (the ETA's unit of cost); None: never started
 
 
 class LocalExecutor:
@@ -353,7 +353,7 @@ class RayExecutor:
                 if isinstance(value, BaseException):
                     if where is None and len(self.nodes) == 1:  # it can only have run there
                         where = {"node": self.nodes[0].get("NodeManagerHostname", "")}
-                    yield Finished(point, lost_row(point, where, value), time.monotonic() - (began or time.monotonic()))
+                    yield Finished(point, lost_row(point, where, value), None if began is None else time.monotonic() - began)
                 elif "status" in value:  # the row
                     yield Finished(point, value, time.monotonic() - began)
                 else:  # where it runs: the node at once, then the rest of where_cells

@@ -376,8 +376,9 @@ def run_sweep(points, csv_path: Path, resume: bool, log=print, progress=None, ex
             running.pop(id(point), None)
             left.remove(point)
             row = event.row
-            spent.append((point, event.seconds))
-            i = len(spent)
+            if event.seconds is not None:  # a point lost before it started says nothing of its cost
+                spent.append((point, event.seconds))
+            i = len(rows) + 1
             unknown = sorted(set(row) - set(results.COLUMNS))
             if unknown:  # a child from other code than this parent (the tree changed mid-run)
                 bar.log(f"warning: dropped columns outside the schema: {', '.join(unknown)}")
