@@ -398,6 +398,15 @@ def _draw_lines(ax, rows: pd.DataFrame, x: str, y: str, colours: dict, *, band: 
 SLOPE_LEGEND_INSIDE_MAX = 8  # lines whose slope legend fits inside a panel; more go below it
 
 
+def _slope_legend(ax, handles: list, texts: list[str], below: bool, inside: str = "upper left") -> None:
+    """A panel's legend of fitted slopes: inside the axes at `inside`, or `below` its x label in two
+    columns (past SLOPE_LEGEND_INSIDE_MAX lines, where it would cover the lines)."""
+    under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
+    placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
+                 if below else dict(loc=inside))
+    ax.legend(handles, texts, fontsize=7, frameon=False, **placement)
+
+
 def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, loglog: bool = False,
                         slopes: dict | None = None) -> Path:
     """A row of (time, memory) panels per entry of `panels` = [(row_title, rows, x), ...].
@@ -430,11 +439,8 @@ def _time_memory_panels(panels: list, colours: dict, title: str, path: Path, *, 
                 for handle, label in zip(lines, labels):
                     handles.setdefault(label, handle)
             else:
-                under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, fig.dpi_scale_trans)
-                placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
-                             if below else dict(loc="upper left"))
-                ax.legend(lines, [f"{label}: slope {slopes.get((row_title, kind, label), float('nan')):.2f}"
-                                  for label in labels], fontsize=7, frameon=False, **placement)
+                _slope_legend(ax, lines, [f"{label}: slope {slopes.get((row_title, kind, label), float('nan')):.2f}"
+                                          for label in labels], below)
     statuses = set().union(*(set(rows["status"]) for _t, rows, _x in panels if rows is not None))
     for status, (marker, text, size) in FAIL_STYLE.items():
         if status in statuses:
@@ -868,12 +874,8 @@ def _loglog_panel(ax, rows: pd.DataFrame, y: str, colours: dict, title: str, yla
     ax.set_title(title, fontsize=10)
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        below = len(labels) > SLOPE_LEGEND_INSIDE_MAX
-        under_label = ax.transAxes + mtransforms.ScaledTranslation(0, -0.55, ax.figure.dpi_scale_trans)
-        placement = (dict(loc="upper left", bbox_to_anchor=(0.0, 0.0), bbox_transform=under_label, ncol=2)
-                     if below else dict(loc=inside))
-        ax.legend(handles, [f"{label}: slope {slopes.get(label, math.nan):.2f}" for label in labels],
-                  fontsize=7, frameon=False, **placement)
+        _slope_legend(ax, handles, [f"{label}: slope {slopes.get(label, math.nan):.2f}" for label in labels],
+                      below=len(labels) > SLOPE_LEGEND_INSIDE_MAX, inside=inside)
 
 
 def _swept(figure: Figure, rows: pd.DataFrame, x: str) -> pd.DataFrame:
