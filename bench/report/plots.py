@@ -477,7 +477,7 @@ def format_number(v: float, _pos=None) -> str:
 def _memory_not_tracked(group: pd.DataFrame) -> bool:
     """Every row ran (ok) and none has a memory figure, each saying why (`tracked_reason`, --compile)."""
     ok = group[group["status"] == "ok"]
-    reasons = group["tracked_reason"].fillna("").astype(str).str.strip() if "tracked_reason" in group else None
+    reasons = group["tracked_reason"].astype(object).fillna("").astype(str).str.strip() if "tracked_reason" in group else None
     return (len(ok) == len(group) > 0 and reasons is not None and (reasons != "").all()
             and not any(group[c].notna().any() for c in MEMORY_COLUMNS if c in group))
 
