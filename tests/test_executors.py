@@ -52,7 +52,7 @@ def test_executor_flags_are_checked_in_one_line(argv, message, tmp_path, capsys)
 
 
 def test_ray_not_installed_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(sweep, "ray_installed", lambda: False)
+    monkeypatch.setattr(executors, "ray_installed", lambda: False)
     code = sweep.main(["--axis", "seqlen", "--values", "8", "--models", "sasrec", "--threads", "1",
                        "--executor", "ray", "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err.strip()

@@ -90,6 +90,16 @@ def ray_installed() -> bool:
     return importlib.util.find_spec("ray") is not None
 
 
+def check_ray_usable(threads: int) -> None:
+    """UsageError (one line) unless Ray is installed and `--threads` is at least 1: each point
+    reserves that many CPUs of its node, so every node measures with the same thread count."""
+    if not ray_installed():
+        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
+    if threads < 1:
+        raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
+                         "so every node measures with the same thread count")
+
+
 def code_fingerprint(root: Path = REPO_ROOT) -> str:
     """sha256 over the Python sources of `bench/` and `models/` (paths and bytes): equal on two
     machines iff they would measure with the same code, whatever git says."""
@@ -244,9 +254,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None, threads: int, device: str, dtype: str = "fp32", predict: bool = False,
                  log=print):
-        if threads < 1:
-            raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
-                             "so every node runs it with the same thread count")
+        check_ray_usable(threads)
         self.address, self.threads, self.device, self.dtype, self.predict = address, threads, device, dtype, predict
         self._log = log
         self.on_gpu = device.startswith("cuda") and not predict  # a predicted point runs on a CPU
@@ -496,7 +504,5 @@ def make_executor(name: str, address: str | None, threads: int, device: str, dty
                   predict: bool = False, log=print):
     """The executor `--executor NAME` asks for (its context not yet entered)."""
     if name == "ray":
-        if not ray_installed():
-            raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
         return RayExecutor(address, threads, device, dtype, predict, log)
     return LocalExecutor(log)

@@ -62,7 +62,7 @@ from filelock import FileLock, Timeout
 from bench import cli, results
 from bench.cli import UsageError, clock, non_negative_int, positive_float, positive_int
 from bench.grid import AXES, DEFAULT_MODELS, PRESETS, WORKLOADS, GridRequest, build_grid, parse_losses, parse_model_specs, parse_values
-from bench.sweep.executors import EXECUTORS, RAY_INSTALL, ray_installed
+from bench.sweep.executors import EXECUTORS, RAY_INSTALL, check_ray_usable
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -235,11 +235,7 @@ def check_executor(args: argparse.Namespace) -> None:
         if args.threads > cli.available_cpus():  # a Ray cluster's nodes are checked once joined
             raise UsageError(f"--threads {args.threads}: this machine lets the process use {cli.available_cpus()} CPUs")
         return
-    if not ray_installed():
-        raise UsageError(f"--executor ray needs Ray, which is not installed: {RAY_INSTALL}")
-    if args.threads < 1:
-        raise UsageError("--executor ray needs --threads N (N >= 1): each point reserves N CPUs of its node, "
-                         "so every node measures with the same thread count")
+    check_ray_usable(args.threads)
 
 
 def resumable_rows(csv_path: Path) -> list[dict]:
